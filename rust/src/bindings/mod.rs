@@ -1,0 +1,314 @@
+//! The Python module `podyn_fast._core`: the only place that touches PyO3.
+//!
+//! Calls that read bodies release the GIL for the whole body and build Python objects only for
+//! the results (one `bytes` of rows per call, never one object per item).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::encoder::{Encoded, Encoder};
+use crate::error::CoreError;
+use crate::ident;
+use crate::layout::{self, Column, Layout, Mode};
+use crate::pgcopy;
+use crate::types::{ColumnType, DynType};
+
+pyo3::import_exception!(podyn_fast.errors, BodyError);
+pyo3::import_exception!(podyn_fast.errors, DynamoServiceError);
+pyo3::import_exception!(podyn_fast.errors, LayoutError);
+
+impl From<CoreError> for PyErr {
+    fn from(e: CoreError) -> PyErr {
+        match e {
+            CoreError::BadBody { .. } => BodyError::new_err(e.to_string()),
+            CoreError::ServiceError { code, message } => {
+                DynamoServiceError::new_err((code, message))
+            }
+            CoreError::BadLayout(_) => LayoutError::new_err(e.to_string()),
+        }
+    }
+}
+
+fn dyn_type(tag: &str) -> PyResult<DynType> {
+    DynType::from_tag(tag.as_bytes())
+        .ok_or_else(|| LayoutError::new_err(format!("unknown DynamoDB type {tag:?}")))
+}
+
+fn column_type_of(sql: &str) -> PyResult<ColumnType> {
+    ColumnType::from_sql(sql)
+        .ok_or_else(|| LayoutError::new_err(format!("unsupported column type {sql:?}")))
+}
+
+fn columns_from(columns: Vec<(String, String, String)>) -> PyResult<Vec<Column>> {
+    columns
+        .into_iter()
+        .map(|(attribute, ty, name)| {
+            Ok(Column {
+                attribute,
+                ty: column_type_of(&ty)?,
+                name,
+            })
+        })
+        .collect()
+}
+
+fn columns_to(columns: &[Column]) -> Vec<(String, String, String)> {
+    columns
+        .iter()
+        .map(|c| (c.attribute.clone(), c.ty.sql().to_owned(), c.name.clone()))
+        .collect()
+}
+
+/// A table layout (see `_core.pyi` for the Python-facing documentation).
+#[pyclass(frozen, name = "Layout", module = "podyn_fast._core")]
+pub struct PyLayout {
+    inner: Layout,
+}
+
+#[pymethods]
+impl PyLayout {
+    #[new]
+    #[pyo3(signature = (keys, columns, *, mode = "columns", document = None, lower_case = false))]
+    fn new(
+        keys: Vec<(String, String)>,
+        columns: Vec<(String, String, String)>,
+        mode: &str,
+        document: Option<String>,
+        lower_case: bool,
+    ) -> PyResult<Self> {
+        let mode = match mode {
+            "columns" => Mode::Columns,
+            "jsonb" => Mode::Jsonb,
+            other => {
+                return Err(LayoutError::new_err(format!(
+                    "mode must be 'columns' or 'jsonb', not {other:?}"
+                )))
+            }
+        };
+        let keys = keys
+            .into_iter()
+            .map(|(n, t)| Ok((n, dyn_type(&t)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let inner = Layout::new(mode, keys, columns_from(columns)?, document, lower_case)?;
+        Ok(PyLayout { inner })
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        match self.inner.mode {
+            Mode::Columns => "columns",
+            Mode::Jsonb => "jsonb",
+        }
+    }
+
+    #[getter]
+    fn keys(&self) -> Vec<(String, &'static str)> {
+        self.inner
+            .keys
+            .iter()
+            .map(|(n, t)| (n.clone(), t.tag()))
+            .collect()
+    }
+
+    #[getter]
+    fn columns(&self) -> Vec<(String, String, String)> {
+        columns_to(&self.inner.columns)
+    }
+
+    #[getter]
+    fn document(&self) -> Option<String> {
+        self.inner.document.clone()
+    }
+
+    #[getter]
+    fn lower_case(&self) -> bool {
+        self.inner.lower_case
+    }
+
+    #[getter]
+    fn column_names(&self) -> Vec<&str> {
+        self.inner.column_names()
+    }
+
+    fn plan_columns(&self, new: Vec<(String, String)>) -> PyResult<Vec<(String, String, String)>> {
+        let new = new
+            .into_iter()
+            .map(|(a, t)| Ok((a, column_type_of(&t)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(columns_to(&self.inner.plan_columns(&new)))
+    }
+
+    #[pyo3(signature = (added, *, document = None))]
+    fn with_columns(
+        &self,
+        added: Vec<(String, String, String)>,
+        document: Option<String>,
+    ) -> PyResult<Self> {
+        let mut columns = self.inner.columns.clone();
+        columns.extend(columns_from(added)?);
+        let l = &self.inner;
+        let inner = Layout::new(
+            l.mode,
+            l.keys.clone(),
+            columns,
+            document.or_else(|| l.document.clone()),
+            l.lower_case,
+        )?;
+        Ok(PyLayout { inner })
+    }
+
+    fn encode_scan_page(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyEncoded> {
+        let page = py.detach(|| Encoder::new(&self.inner).scan_page(body))?;
+        let mut out = PyEncoded::from_core(py, page.encoded);
+        out.count = page.count;
+        out.scanned_count = page.scanned_count;
+        out.last_evaluated_key = page
+            .last_evaluated_key
+            .map(|k| PyBytes::new(py, &k).unbind());
+        out.consumed_capacity = page.consumed_capacity;
+        Ok(out)
+    }
+
+    fn encode_item(&self, py: Python<'_>, item: &[u8]) -> PyResult<PyEncoded> {
+        let encoded = py.detach(|| Encoder::new(&self.inner).item(item))?;
+        Ok(PyEncoded::from_core(py, encoded))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Layout(mode={:?}, columns={:?})",
+            self.mode(),
+            self.inner.column_names()
+        )
+    }
+}
+
+/// One item that could not be represented.
+#[pyclass(frozen, name = "Reject", module = "podyn_fast._core")]
+pub struct PyReject {
+    #[pyo3(get)]
+    key: Py<PyBytes>,
+    #[pyo3(get)]
+    item: Py<PyBytes>,
+    #[pyo3(get)]
+    reason: String,
+}
+
+#[pymethods]
+impl PyReject {
+    fn __repr__(&self) -> String {
+        format!("Reject(reason={:?})", self.reason)
+    }
+}
+
+/// The result of encoding a Scan page or an item.
+#[pyclass(frozen, name = "Encoded", module = "podyn_fast._core")]
+pub struct PyEncoded {
+    #[pyo3(get)]
+    rows: Py<PyBytes>,
+    #[pyo3(get)]
+    row_count: u64,
+    #[pyo3(get)]
+    item_count: u64,
+    #[pyo3(get)]
+    unknown: Py<PyTuple>,
+    #[pyo3(get)]
+    rejects: Py<PyTuple>,
+    #[pyo3(get)]
+    count: Option<u64>,
+    #[pyo3(get)]
+    scanned_count: Option<u64>,
+    #[pyo3(get)]
+    last_evaluated_key: Option<Py<PyBytes>>,
+    #[pyo3(get)]
+    consumed_capacity: Option<f64>,
+}
+
+impl PyEncoded {
+    fn from_core(py: Python<'_>, e: Encoded) -> Self {
+        let unknown: Vec<(String, &str)> =
+            e.unknown.into_iter().map(|(n, t)| (n, t.sql())).collect();
+        let rejects: Vec<Py<PyReject>> = e
+            .rejects
+            .into_iter()
+            .filter_map(|r| {
+                let reject = PyReject {
+                    key: PyBytes::new(py, &r.key).unbind(),
+                    item: PyBytes::new(py, &r.item).unbind(),
+                    reason: r.reason,
+                };
+                Py::new(py, reject).ok()
+            })
+            .collect();
+        PyEncoded {
+            rows: PyBytes::new(py, &e.rows).unbind(),
+            row_count: e.row_count,
+            item_count: e.item_count,
+            unknown: PyTuple::new(py, unknown)
+                .map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
+            rejects: PyTuple::new(py, rejects)
+                .map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
+            count: None,
+            scanned_count: None,
+            last_evaluated_key: None,
+            consumed_capacity: None,
+        }
+    }
+}
+
+#[pymethods]
+impl PyEncoded {
+    fn __repr__(&self) -> String {
+        format!(
+            "Encoded(row_count={}, item_count={})",
+            self.row_count, self.item_count
+        )
+    }
+}
+
+/// Quote an identifier (always quoted, quotes doubled).
+#[pyfunction]
+fn quote_ident(name: &str) -> PyResult<String> {
+    Ok(layout::quoted(name)?)
+}
+
+/// Fit a name in PostgreSQL's 63 bytes (cut at a character boundary, plus a short hash).
+#[pyfunction]
+fn fit_ident(name: &str) -> String {
+    ident::fit(name)
+}
+
+/// The column type of a DynamoDB type (`None` for NULL).
+#[pyfunction]
+fn column_type(dynamo_type: &str) -> PyResult<Option<&'static str>> {
+    Ok(dyn_type(dynamo_type)?.column_type().map(ColumnType::sql))
+}
+
+/// Key columns for a key schema: [(attribute, column type, column name)].
+#[pyfunction]
+#[pyo3(signature = (keys, *, lower_case = false))]
+fn key_columns(
+    keys: Vec<(String, String)>,
+    lower_case: bool,
+) -> PyResult<Vec<(String, String, String)>> {
+    let keys = keys
+        .into_iter()
+        .map(|(n, t)| Ok((n, dyn_type(&t)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(columns_to(&layout::key_columns(&keys, lower_case)))
+}
+
+#[pymodule]
+pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("COPY_HEADER", PyBytes::new(m.py(), pgcopy::HEADER))?;
+    m.add("COPY_TRAILER", PyBytes::new(m.py(), pgcopy::TRAILER))?;
+    m.add_class::<PyLayout>()?;
+    m.add_class::<PyEncoded>()?;
+    m.add_class::<PyReject>()?;
+    m.add_function(wrap_pyfunction!(quote_ident, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_ident, m)?)?;
+    m.add_function(wrap_pyfunction!(column_type, m)?)?;
+    m.add_function(wrap_pyfunction!(key_columns, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! Raw DynamoDB bodies to binary COPY rows for one table layout.
+//!
+//! Each item is read twice: a first pass checks its syntax and records, for every attribute, the
+//! span of its value and the column it maps to; a second pass writes the row, column by column in
+//! layout order, reading each value from its span. Nothing is allocated per item: the spans, slots
+//! and scratch buffers are reused.
+
+use memchr::memchr;
+
+use crate::error::{CoreError, CoreResult, Reason};
+use crate::json::{write_escaped, RawStr, Reader, SyntaxError};
+use crate::jsonb;
+use crate::layout::{Layout, Mode};
+use crate::pgcopy::{self, Scratch};
+use crate::types::{ColumnType, DynType};
+
+/// An item that cannot be represented, with what is needed to find and replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// The item's key attributes as DynamoDB JSON (`{"pk":{"S":"a"}}`), as far as they could be read.
+    pub key: Vec<u8>,
+    /// The item as it was received (DynamoDB JSON).
+    pub item: Vec<u8>,
+    pub reason: String,
+}
+
+/// Rows for a layout, and what kept some items out of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    /// Binary COPY rows (no header or trailer). Complete only when `unknown` is empty.
+    pub rows: Vec<u8>,
+    pub row_count: u64,
+    /// Items read, rows and rejects together.
+    pub item_count: u64,
+    /// Attributes (name, column type) the layout lacks, in order of first appearance. When any is
+    /// found, `rows` and `rejects` are left empty: register the columns and encode again.
+    pub unknown: Vec<(String, ColumnType)>,
+    pub rejects: Vec<Reject>,
+}
+
+/// One Scan response: its rows plus the response's own fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScanPage {
+    pub encoded: Encoded,
+    pub count: Option<u64>,
+    pub scanned_count: Option<u64>,
+    /// The raw JSON of `LastEvaluatedKey`; absent on the last page.
+    pub last_evaluated_key: Option<Vec<u8>>,
+    /// `ConsumedCapacity.CapacityUnits`, when the request asked for it.
+    pub consumed_capacity: Option<f64>,
+}
+
+/// One attribute of the item being encoded.
+#[derive(Clone, Copy)]
+struct Attr<'a> {
+    name: RawStr<'a>,
+    /// The typed value object, `{"S":"x"}`.
+    object: &'a [u8],
+    ty: DynType,
+    /// The value after the tag, `"x"`.
+    value: &'a [u8],
+    /// True when the attribute has no column and goes to the document column.
+    unmapped: bool,
+}
+
+/// Where an item's first pass ended up.
+enum Pass1 {
+    Ok,
+    Reject(Reason),
+}
+
+fn syntax(e: SyntaxError) -> CoreError {
+    CoreError::BadBody {
+        offset: e.offset,
+        why: e.why.to_string(),
+    }
+}
+
+fn bad_body(offset: usize, why: &str) -> CoreError {
+    CoreError::BadBody {
+        offset,
+        why: why.to_string(),
+    }
+}
+
+/// Encodes bodies for one layout. Holds only reusable buffers: make one per call or per thread.
+pub struct Encoder<'l, 'a> {
+    layout: &'l Layout,
+    attrs: Vec<Attr<'a>>,
+    /// For each column, 1 + the index in `attrs` of its value, or 0.
+    slots: Vec<u32>,
+    scratch: Scratch,
+    name: Vec<u8>,
+    out: Encoded,
+}
+
+impl<'l, 'a> Encoder<'l, 'a> {
+    pub fn new(layout: &'l Layout) -> Self {
+        Encoder {
+            layout,
+            attrs: Vec::new(),
+            slots: vec![0; layout.columns.len()],
+            scratch: Scratch::default(),
+            name: Vec::new(),
+            out: Encoded::default(),
+        }
+    }
+
+    /// Encode the raw body of a Scan response.
+    pub fn scan_page(mut self, body: &'a [u8]) -> CoreResult<ScanPage> {
+        check_utf8(body)?;
+        let mut r = Reader::new(body);
+        let mut page = ScanPage::default();
+        let mut saw_items = false;
+        let mut error_type: Option<String> = None;
+        let mut message = String::new();
+        r.eat(b'{', "expected a JSON object").map_err(syntax)?;
+        if !r.eat_if(b'}') {
+            loop {
+                let key = r.string().map_err(syntax)?;
+                r.eat(b':', "expected ':'").map_err(syntax)?;
+                match key.raw {
+                    b"Items" => {
+                        self.items(&mut r)?;
+                        saw_items = true;
+                    }
+                    b"Count" => page.count = Some(r.unsigned().map_err(syntax)?),
+                    b"ScannedCount" => page.scanned_count = Some(r.unsigned().map_err(syntax)?),
+                    b"LastEvaluatedKey" => {
+                        let at = r.pos;
+                        let span = r.value_span().map_err(syntax)?;
+                        if span.first() != Some(&b'{') {
+                            return Err(bad_body(at, "LastEvaluatedKey is not an object"));
+                        }
+                        page.last_evaluated_key = Some(span.to_vec());
+                    }
+                    b"ConsumedCapacity" => page.consumed_capacity = consumed_capacity(&mut r)?,
+                    b"__type" | b"message" | b"Message" => {
+                        let s = r.string().map_err(syntax)?;
+                        let text =
+                            String::from_utf8_lossy(s.decoded(&mut self.name).unwrap_or(s.raw))
+                                .into_owned();
+                        if key.raw == b"__type" {
+                            error_type = Some(text);
+                        } else {
+                            message = text;
+                        }
+                    }
+                    _ => r.skip_value().map_err(syntax)?,
+                }
+                if r.eat_if(b',') {
+                    continue;
+                }
+                r.eat(b'}', "expected ',' or '}'").map_err(syntax)?;
+                break;
+            }
+        }
+        if !r.at_end() {
+            return Err(bad_body(r.pos, "unexpected data after the response object"));
+        }
+        if let Some(t) = error_type {
+            // The code is what follows the last '#' (com.amazonaws.dynamodb.v20120810#Code).
+            let code = t.rsplit('#').next().unwrap_or(&t).to_string();
+            return Err(CoreError::ServiceError { code, message });
+        }
+        if !saw_items && page.count.is_none() {
+            return Err(bad_body(
+                0,
+                "no Items and no Count: this is not a Scan response",
+            ));
+        }
+        page.encoded = self.finish();
+        Ok(page)
+    }
+
+    /// Encode one item given as a DynamoDB attribute map (a stream image or an export line's Item).
+    pub fn item(mut self, body: &'a [u8]) -> CoreResult<Encoded> {
+        check_utf8(body)?;
+        let mut r = Reader::new(body);
+        if r.peek() != Some(b'{') {
+            return Err(bad_body(r.pos, "an item must be a JSON object"));
+        }
+        self.one_item(&mut r)?;
+        if !r.at_end() {
+            return Err(bad_body(r.pos, "unexpected data after the item"));
+        }
+        Ok(self.finish())
+    }
+
+    fn finish(mut self) -> Encoded {
+        if !self.out.unknown.is_empty() {
+            self.out.rows.clear();
+            self.out.row_count = 0;
+            self.out.rejects.clear();
+        }
+        self.out
+    }
+
+    fn items(&mut self, r: &mut Reader<'a>) -> CoreResult<()> {
+        r.eat(b'[', "Items is not an array").map_err(syntax)?;
+        if r.eat_if(b']') {
+            return Ok(());
+        }
+        loop {
+            self.one_item(r)?;
+            if r.eat_if(b',') {
+                continue;
+            }
+            r.eat(b']', "expected ',' or ']' in Items")
+                .map_err(syntax)?;
+            return Ok(());
+        }
+    }
+
+    fn one_item(&mut self, r: &mut Reader<'a>) -> CoreResult<()> {
+        self.out.item_count += 1;
+        r.ws();
+        let start = r.pos;
+        let outcome = self.pass1(r)?;
+        let item = &r.buf[start..r.pos];
+        // Once an attribute is missing from the layout the page is encoded again after the
+        // columns are added: writing rows now would be wasted work.
+        if !self.out.unknown.is_empty() {
+            self.clear_slots();
+            return Ok(());
+        }
+        let result = match outcome {
+            Pass1::Reject(why) => Err(why),
+            Pass1::Ok => self.pass2(),
+        };
+        if let Err(reason) = result {
+            let key = self.key_json();
+            self.out.rejects.push(Reject {
+                key,
+                item: item.to_vec(),
+                reason: reason.into_owned(),
+            });
+        }
+        self.clear_slots();
+        Ok(())
+    }
+
+    fn clear_slots(&mut self) {
+        self.slots.fill(0);
+        self.attrs.clear();
+    }
+
+    /// Read the item's attributes and map them to columns. Syntax errors end the whole call;
+    /// anything else about the item is a reject.
+    fn pass1(&mut self, r: &mut Reader<'a>) -> CoreResult<Pass1> {
+        if r.peek() != Some(b'{') {
+            r.skip_value().map_err(syntax)?;
+            return Ok(Pass1::Reject("item is not a JSON object".into()));
+        }
+        r.pos += 1;
+        let mut verdict: Option<Reason> = None;
+        if r.eat_if(b'}') {
+            return Ok(Pass1::Ok);
+        }
+        loop {
+            let name = r.string().map_err(syntax)?;
+            r.eat(b':', "expected ':'").map_err(syntax)?;
+            r.ws();
+            let obj_start = r.pos;
+            match self.read_typed(r)? {
+                Ok((ty, value)) => {
+                    let object = &r.buf[obj_start..r.pos];
+                    let attr = Attr {
+                        name,
+                        object,
+                        ty,
+                        value,
+                        unmapped: false,
+                    };
+                    if verdict.is_none() {
+                        verdict = self.map_attribute(attr).err();
+                    } else {
+                        self.attrs.push(attr);
+                    }
+                }
+                Err(why) => {
+                    // Skip the rest of the malformed value object to find the next attribute.
+                    r.pos = obj_start;
+                    r.skip_value().map_err(syntax)?;
+                    verdict.get_or_insert(why);
+                }
+            }
+            if r.eat_if(b',') {
+                continue;
+            }
+            r.eat(b'}', "expected ',' or '}' in an item")
+                .map_err(syntax)?;
+            break;
+        }
+        if verdict.is_none() {
+            verdict = self.check_keys().err();
+        }
+        Ok(verdict.map_or(Pass1::Ok, Pass1::Reject))
+    }
+
+    /// Read `{"T": value}`; the outer error is a syntax error, the inner a shape problem.
+    fn read_typed(
+        &mut self,
+        r: &mut Reader<'a>,
+    ) -> CoreResult<Result<(DynType, &'a [u8]), Reason>> {
+        if r.peek() != Some(b'{') {
+            return Ok(Err(
+                "attribute value is not a typed object like {\"S\": …}".into()
+            ));
+        }
+        r.pos += 1;
+        if r.peek() != Some(b'"') {
+            return Ok(Err("attribute value has no type".into()));
+        }
+        let tag = r.string().map_err(syntax)?;
+        r.eat(b':', "expected ':'").map_err(syntax)?;
+        let value = r.value_span().map_err(syntax)?;
+        if !r.eat_if(b'}') {
+            return Ok(Err("attribute value has more than one type".into()));
+        }
+        let tag_bytes = tag.decoded(&mut self.name).unwrap_or(b"");
+        Ok(DynType::from_tag(tag_bytes)
+            .map(|ty| (ty, value))
+            .ok_or_else(|| {
+                format!(
+                    "unknown attribute type {:?}",
+                    String::from_utf8_lossy(tag_bytes)
+                )
+                .into()
+            }))
+    }
+
+    /// Record an attribute, find its column, and note it when the layout lacks one.
+    fn map_attribute(&mut self, mut attr: Attr<'a>) -> Result<(), Reason> {
+        let name = attr
+            .name
+            .decoded(&mut self.name)
+            .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
+        if memchr(0, name).is_some() {
+            return Err(
+                "attribute name contains U+0000, which no column name or jsonb key can hold".into(),
+            );
+        }
+        let index = self.attrs.len() as u32 + 1;
+        let col_ty = attr.ty.column_type();
+        let known = self.layout.attribute(name);
+        if let Some(key_ty) = known.and_then(|k| k.key) {
+            if col_ty != Some(key_ty) {
+                return Err(format!(
+                    "key attribute {:?} has type {}, the key schema says {}",
+                    String::from_utf8_lossy(name),
+                    attr.ty.tag(),
+                    key_ty.sql()
+                )
+                .into());
+            }
+        }
+        match (
+            col_ty,
+            known.and_then(|k| col_ty.and_then(|t| k.column_for(t))),
+        ) {
+            (_, Some(col)) => {
+                let slot = &mut self.slots[usize::from(col)];
+                if *slot != 0 {
+                    return Err(format!(
+                        "attribute {:?} appears twice",
+                        String::from_utf8_lossy(name)
+                    )
+                    .into());
+                }
+                *slot = index;
+            }
+            // NULL creates no column: the attribute's columns, if any, stay NULL.
+            (None, None) => attr.unmapped = true,
+            (Some(ty), None) => {
+                attr.unmapped = true;
+                if self.layout.mode == Mode::Columns && self.layout.document.is_none() {
+                    if name.is_empty() {
+                        return Err("empty attribute name cannot be a column".into());
+                    }
+                    if !self
+                        .out
+                        .unknown
+                        .iter()
+                        .any(|(n, t)| n.as_bytes() == name && *t == ty)
+                    {
+                        // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
+                        let n = String::from_utf8_lossy(name).into_owned();
+                        self.out.unknown.push((n, ty));
+                    }
+                }
+            }
+        }
+        self.attrs.push(attr);
+        Ok(())
+    }
+
+    fn check_keys(&self) -> Result<(), Reason> {
+        for (name, _) in &self.layout.keys {
+            let present = self
+                .layout
+                .attribute(name.as_bytes())
+                .and_then(|a| a.key.and_then(|t| a.column_for(t)))
+                .is_some_and(|col| self.slots[usize::from(col)] != 0);
+            if !present {
+                return Err(format!("key attribute {name:?} is missing").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the row from the mapped attributes; on a reject, take back what was written.
+    fn pass2(&mut self) -> Result<(), Reason> {
+        let row_start = self.out.rows.len();
+        let result = self.write_row();
+        match result {
+            Ok(()) => self.out.row_count += 1,
+            Err(_) => self.out.rows.truncate(row_start),
+        }
+        result
+    }
+
+    fn write_row(&mut self) -> Result<(), Reason> {
+        let out = &mut self.out.rows;
+        out.extend_from_slice(&(self.layout.width() as i16).to_be_bytes());
+        for (col, &slot) in self.layout.columns.iter().zip(&self.slots) {
+            if slot == 0 {
+                pgcopy::write_null(out);
+            } else {
+                let a = &self.attrs[slot as usize - 1];
+                pgcopy::write_field(col.ty, a.ty, a.value, out, &mut self.scratch).map_err(
+                    |why| {
+                        Reason::from(format!(
+                            "attribute {:?}: {why}",
+                            String::from_utf8_lossy(a.name.raw)
+                        ))
+                    },
+                )?;
+            }
+        }
+        if self.layout.document.is_some() {
+            let whole = self.layout.mode == Mode::Jsonb;
+            if !whole
+                && !self
+                    .attrs
+                    .iter()
+                    .any(|a| a.unmapped && a.ty != DynType::Null)
+            {
+                pgcopy::write_null(out);
+                return Ok(());
+            }
+            let at = out.len();
+            out.extend_from_slice(&[0, 0, 0, 0, 1]);
+            out.push(b'{');
+            let mut first = true;
+            for a in &self.attrs {
+                if !(whole || (a.unmapped && a.ty != DynType::Null)) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                jsonb::write_string(a.name, out, &mut self.scratch)?;
+                out.push(b':');
+                jsonb::write_value(a.ty, a.value, out, &mut self.scratch, 0).map_err(|why| {
+                    Reason::from(format!(
+                        "attribute {:?}: {why}",
+                        String::from_utf8_lossy(a.name.raw)
+                    ))
+                })?;
+            }
+            out.push(b'}');
+            let len = (out.len() - at - 4) as i32;
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// The key attributes of the current item as DynamoDB JSON, for the reject table.
+    fn key_json(&mut self) -> Vec<u8> {
+        let mut out = vec![b'{'];
+        for (name, _) in &self.layout.keys {
+            let found = self.attrs.iter().find(|a| {
+                a.name
+                    .decoded(&mut self.name)
+                    .is_ok_and(|n| n == name.as_bytes())
+            });
+            if let Some(a) = found {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                write_escaped(name.as_bytes(), &mut out);
+                out.push(b':');
+                out.extend_from_slice(a.object);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn check_utf8(body: &[u8]) -> CoreResult<()> {
+    std::str::from_utf8(body)
+        .map(|_| ())
+        .map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
+}
+
+fn consumed_capacity(r: &mut Reader<'_>) -> CoreResult<Option<f64>> {
+    let mut units = None;
+    if r.peek() == Some(b'n') {
+        r.skip_value().map_err(syntax)?;
+        return Ok(None);
+    }
+    r.eat(b'{', "ConsumedCapacity is not an object")
+        .map_err(syntax)?;
+    if r.eat_if(b'}') {
+        return Ok(None);
+    }
+    loop {
+        let key = r.string().map_err(syntax)?;
+        r.eat(b':', "expected ':'").map_err(syntax)?;
+        if key.raw == b"CapacityUnits" {
+            units = Some(r.double().map_err(syntax)?);
+        } else {
+            r.skip_value().map_err(syntax)?;
+        }
+        if r.eat_if(b',') {
+            continue;
+        }
+        r.eat(b'}', "expected ',' or '}'").map_err(syntax)?;
+        return Ok(units);
+    }
+}

@@ -1,0 +1,475 @@
+//! A minimal zero-copy JSON reader, specialised for DynamoDB response bodies.
+//!
+//! Values are not materialised: the reader validates syntax and hands out byte ranges of the input,
+//! which the encoders read a second time only for the values they emit. Strings are returned raw
+//! (still escaped) with a flag telling whether they contain escapes, so the common case copies
+//! bytes without decoding. The whole body is checked to be UTF-8 once, before reading.
+
+use memchr::memchr2;
+
+/// A syntax error: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub offset: usize,
+    pub why: &'static str,
+}
+
+pub type JsonResult<T> = Result<T, SyntaxError>;
+
+/// A JSON string as it appears in the input, without its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawStr<'a> {
+    pub raw: &'a [u8],
+    /// True when `raw` contains a backslash escape and must be decoded before use.
+    pub escaped: bool,
+}
+
+impl<'a> RawStr<'a> {
+    /// The decoded bytes, borrowed when there is nothing to decode, else written into `scratch`.
+    pub fn decoded<'s>(&self, scratch: &'s mut Vec<u8>) -> Result<&'s [u8], &'static str>
+    where
+        'a: 's,
+    {
+        if self.escaped {
+            scratch.clear();
+            unescape(self.raw, scratch)?;
+            Ok(scratch.as_slice())
+        } else {
+            Ok(self.raw)
+        }
+    }
+}
+
+pub struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub fn err<T>(&self, why: &'static str) -> JsonResult<T> {
+        Err(SyntaxError {
+            offset: self.pos,
+            why,
+        })
+    }
+
+    #[inline]
+    pub fn ws(&mut self) {
+        while let Some(&b) = self.buf.get(self.pos) {
+            if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The next non-blank byte, without consuming it.
+    #[inline]
+    pub fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.buf.get(self.pos).copied()
+    }
+
+    /// Consume `b` (after blanks) or fail with `why`.
+    #[inline]
+    pub fn eat(&mut self, b: u8, why: &'static str) -> JsonResult<()> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.err(why)
+        }
+    }
+
+    /// Consume `b` if it is next (after blanks).
+    #[inline]
+    pub fn eat_if(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn at_end(&mut self) -> bool {
+        self.ws();
+        self.pos >= self.buf.len()
+    }
+
+    /// Read a string (after blanks); escapes are checked for syntax but left encoded.
+    #[inline]
+    pub fn string(&mut self) -> JsonResult<RawStr<'a>> {
+        self.eat(b'"', "expected a string")?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let Some(i) = memchr2(b'"', b'\\', &self.buf[self.pos..]) else {
+                self.pos = self.buf.len();
+                return self.err("unterminated string");
+            };
+            self.pos += i;
+            if self.buf[self.pos] == b'"' {
+                let raw = &self.buf[start..self.pos];
+                self.pos += 1;
+                return Ok(RawStr { raw, escaped });
+            }
+            escaped = true;
+            match self.buf.get(self.pos + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                Some(b'u') => {
+                    let hex = self.buf.get(self.pos + 2..self.pos + 6);
+                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                        return self.err("invalid \\u escape");
+                    }
+                    self.pos += 6;
+                }
+                _ => return self.err("invalid escape"),
+            }
+        }
+    }
+
+    /// Read a JSON number token and return its text.
+    pub fn number(&mut self) -> JsonResult<&'a [u8]> {
+        self.ws();
+        let start = self.pos;
+        let b = self.buf;
+        let mut p = self.pos;
+        if b.get(p) == Some(&b'-') {
+            p += 1;
+        }
+        let int_start = p;
+        while b.get(p).is_some_and(u8::is_ascii_digit) {
+            p += 1;
+        }
+        if p == int_start {
+            self.pos = p;
+            return self.err("invalid number");
+        }
+        if b.get(p) == Some(&b'.') {
+            p += 1;
+            let s = p;
+            while b.get(p).is_some_and(u8::is_ascii_digit) {
+                p += 1;
+            }
+            if p == s {
+                self.pos = p;
+                return self.err("invalid number");
+            }
+        }
+        if matches!(b.get(p), Some(b'e' | b'E')) {
+            p += 1;
+            if matches!(b.get(p), Some(b'+' | b'-')) {
+                p += 1;
+            }
+            let s = p;
+            while b.get(p).is_some_and(u8::is_ascii_digit) {
+                p += 1;
+            }
+            if p == s {
+                self.pos = p;
+                return self.err("invalid number");
+            }
+        }
+        self.pos = p;
+        Ok(&b[start..p])
+    }
+
+    /// Read an unsigned integer (as `Count` and `ScannedCount` are).
+    pub fn unsigned(&mut self) -> JsonResult<u64> {
+        let text = self.number()?;
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map_or_else(|| self.err("expected an unsigned integer"), Ok)
+    }
+
+    /// Read a number as a double (as capacity units are).
+    pub fn double(&mut self) -> JsonResult<f64> {
+        let text = self.number()?;
+        std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+            .map_or_else(|| self.err("expected a number"), Ok)
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> JsonResult<()> {
+        if self.buf[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            self.err("invalid literal")
+        }
+    }
+
+    /// Read `true` or `false`.
+    pub fn boolean(&mut self) -> JsonResult<bool> {
+        match self.peek() {
+            Some(b't') => self.literal(b"true").map(|()| true),
+            Some(b'f') => self.literal(b"false").map(|()| false),
+            _ => self.err("expected true or false"),
+        }
+    }
+
+    /// Skip one value of any kind, checking its syntax. Iterative, so nesting depth costs no stack.
+    pub fn skip_value(&mut self) -> JsonResult<()> {
+        // true = inside an object, false = inside an array
+        let mut stack: Vec<bool> = Vec::new();
+        'value: loop {
+            match self.peek() {
+                Some(b'{') => {
+                    self.pos += 1;
+                    if !self.eat_if(b'}') {
+                        self.string()?;
+                        self.eat(b':', "expected ':'")?;
+                        stack.push(true);
+                        continue 'value;
+                    }
+                }
+                Some(b'[') => {
+                    self.pos += 1;
+                    if !self.eat_if(b']') {
+                        stack.push(false);
+                        continue 'value;
+                    }
+                }
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number()?;
+                }
+                Some(_) => return self.err("expected a value"),
+                None => return self.err("unexpected end of input"),
+            }
+            // After a complete value: close containers until one continues with a comma.
+            loop {
+                let Some(&in_object) = stack.last() else {
+                    return Ok(());
+                };
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if in_object {
+                            self.string()?;
+                            self.eat(b':', "expected ':'")?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if in_object => {
+                        self.pos += 1;
+                        stack.pop();
+                    }
+                    Some(b']') if !in_object => {
+                        self.pos += 1;
+                        stack.pop();
+                    }
+                    None => return self.err("unexpected end of input"),
+                    _ => return self.err("expected ',' or the end of a container"),
+                }
+            }
+        }
+    }
+
+    /// Skip one value and return its bytes.
+    pub fn value_span(&mut self) -> JsonResult<&'a [u8]> {
+        self.ws();
+        let start = self.pos;
+        self.skip_value()?;
+        Ok(&self.buf[start..self.pos])
+    }
+}
+
+fn hex4(h: &[u8]) -> u32 {
+    h.iter().fold(0, |acc, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => c - b'A' + 10,
+        };
+        (acc << 4) | u32::from(d)
+    })
+}
+
+/// Decode the escapes of a raw JSON string (already checked for syntax by [`Reader::string`]).
+/// A lone surrogate cannot be UTF-8 and is an error.
+pub fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(j) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            break;
+        };
+        out.extend_from_slice(&raw[i..i + j]);
+        i += j;
+        let c = raw[i + 1];
+        i += 2;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                let hi = hex4(&raw[i..i + 4]);
+                i += 4;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i..i + 2) != Some(b"\\u") || raw.len() < i + 6 {
+                        return Err("lone UTF-16 surrogate in a \\u escape");
+                    }
+                    let lo = hex4(&raw[i + 2..i + 6]);
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err("lone UTF-16 surrogate in a \\u escape");
+                    }
+                    i += 6;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err("lone UTF-16 surrogate in a \\u escape");
+                } else {
+                    hi
+                };
+                char::from_u32(code).ok_or("invalid \\u escape")?
+            }
+        };
+        let mut tmp = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+    }
+    Ok(())
+}
+
+/// Append `s` (valid UTF-8) to `out` as a JSON string with quotes, escaping what JSON requires.
+pub fn write_escaped(s: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&s[start..i]);
+                let hex = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(hex[usize::from(b >> 4)]);
+                out.push(hex[usize::from(b & 15)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip(s: &str) -> JsonResult<usize> {
+        let mut r = Reader::new(s.as_bytes());
+        r.skip_value()?;
+        Ok(r.pos)
+    }
+
+    #[test]
+    fn skips_nested_values() {
+        let s = r#"{"a":[1,-2.5e3,{"b":null}],"c":"x\"y","d":true} tail"#;
+        assert_eq!(skip(s).unwrap(), s.len() - 5);
+        assert_eq!(skip("[]").unwrap(), 2);
+        assert_eq!(skip(" {} ").unwrap(), 3);
+    }
+
+    #[test]
+    fn rejects_bad_syntax() {
+        for bad in [
+            "{",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "[1 2]",
+            "tru",
+            "\"abc",
+            "01x",
+            "-",
+            "1.",
+            "1e",
+            "{,}",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "[}",
+            "{]",
+        ] {
+            let mut r = Reader::new(bad.as_bytes());
+            let ok = r.skip_value().is_ok() && r.at_end();
+            assert!(!ok, "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_uses_no_stack() {
+        let s = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert_eq!(skip(&s).unwrap(), s.len());
+    }
+
+    #[test]
+    fn strings_report_escapes() {
+        let mut r = Reader::new(br#""plain" "a\nb""#);
+        assert_eq!(
+            r.string().unwrap(),
+            RawStr {
+                raw: b"plain",
+                escaped: false
+            }
+        );
+        let s = r.string().unwrap();
+        assert!(s.escaped);
+        let mut scratch = Vec::new();
+        assert_eq!(s.decoded(&mut scratch).unwrap(), b"a\nb");
+    }
+
+    #[test]
+    fn unescapes_unicode() {
+        let mut out = Vec::new();
+        unescape(br"\u00e9\ud83d\ude00\/\u0000", &mut out).unwrap();
+        assert_eq!(out, "é😀/\0".as_bytes());
+        for lone in [&br"\ud83d"[..], br"\ude00", br"\ud83dx", br"\ud83d\u0041"] {
+            assert!(unescape(lone, &mut Vec::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn escapes_for_json() {
+        let mut out = Vec::new();
+        write_escaped(b"a\"b\\c\nd\x01\x1f\xc3\xa9", &mut out);
+        assert_eq!(out, b"\"a\\\"b\\\\c\\nd\\u0001\\u001f\xc3\xa9\"");
+    }
+
+    #[test]
+    fn reads_scalars() {
+        let mut r = Reader::new(b" 42 128.5 true false");
+        assert_eq!(r.unsigned().unwrap(), 42);
+        assert!((r.double().unwrap() - 128.5).abs() < f64::EPSILON);
+        assert!(r.boolean().unwrap());
+        assert!(!r.boolean().unwrap());
+        assert!(Reader::new(b"-1").unsigned().is_err());
+    }
+}

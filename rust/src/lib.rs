@@ -1,0 +1,17 @@
+//! podyn-fast's Rust core: DynamoDB JSON bodies to PostgreSQL binary COPY rows.
+//!
+//! Everything here is plain Rust except `bindings`, the only module that touches PyO3.
+
+pub mod base64;
+pub mod encoder;
+pub mod error;
+pub mod ident;
+pub mod json;
+pub mod jsonb;
+pub mod layout;
+pub mod numeric;
+pub mod pgcopy;
+pub mod types;
+
+#[cfg(feature = "python")]
+mod bindings;
