@@ -107,9 +107,7 @@ class Layout:
         """Name new (attribute, column type) pairs deterministically: the attribute's name for its
         first column, ``name_<type>`` for a type clash, fitted to 63 bytes, ``_2``… on collision.
         Pairs the layout already has are left out."""
-    def with_columns(
-        self, added: Sequence[tuple[str, str, str]], *, document: str | None = None
-    ) -> Layout:
+    def with_columns(self, added: Sequence[tuple[str, str, str]], *, document: str | None = None) -> Layout:
         """A new layout with ``added`` columns after the existing ones (and optionally a document column)."""
     def encode_scan_page(self, body: bytes) -> Encoded:
         """Encode the raw HTTP body of a DynamoDB Scan response.

@@ -532,3 +532,265 @@ fn consumed_capacity(r: &mut Reader<'_>) -> CoreResult<Option<f64>> {
         return Ok(units);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{key_columns, Column};
+
+    fn layout(extra: &[(&str, ColumnType)]) -> Layout {
+        let keys = vec![
+            ("pk".to_string(), DynType::S),
+            ("sk".to_string(), DynType::N),
+        ];
+        let mut cols = key_columns(&keys, false);
+        for (a, t) in extra {
+            cols.push(Column {
+                attribute: (*a).into(),
+                ty: *t,
+                name: (*a).into(),
+            });
+        }
+        Layout::new(Mode::Columns, keys, cols, None, false).unwrap()
+    }
+
+    /// Split binary COPY rows into fields (None for NULL).
+    fn fields(rows: &[u8]) -> Vec<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::new();
+        let mut p = 0;
+        while p < rows.len() {
+            let n = i16::from_be_bytes([rows[p], rows[p + 1]]);
+            p += 2;
+            let mut row = Vec::new();
+            for _ in 0..n {
+                let len = i32::from_be_bytes(rows[p..p + 4].try_into().unwrap());
+                p += 4;
+                if len < 0 {
+                    row.push(None);
+                } else {
+                    row.push(Some(rows[p..p + len as usize].to_vec()));
+                    p += len as usize;
+                }
+            }
+            out.push(row);
+        }
+        out
+    }
+
+    fn page(items: &str) -> String {
+        format!(
+            r#"{{"Items":[{items}],"Count":2,"ScannedCount":3,"ConsumedCapacity":{{"TableName":"t","CapacityUnits":1.5}}}}"#
+        )
+    }
+
+    #[test]
+    fn encodes_rows_in_layout_order() {
+        let l = layout(&[
+            ("t", ColumnType::Text),
+            ("b", ColumnType::Boolean),
+            ("x", ColumnType::Bytea),
+        ]);
+        let body = page(
+            r#"{"b":{"BOOL":true},"sk":{"N":"1"},"pk":{"S":"a\nb"},"x":{"B":"aGk="}}, {"pk":{"S":"c"},"sk":{"N":"2"},"z":{"NULL":true}}"#,
+        );
+        let p = Encoder::new(&l).scan_page(body.as_bytes()).unwrap();
+        assert_eq!(
+            (p.count, p.scanned_count, p.consumed_capacity),
+            (Some(2), Some(3), Some(1.5))
+        );
+        assert_eq!(p.last_evaluated_key, None);
+        let e = p.encoded;
+        assert!(e.unknown.is_empty() && e.rejects.is_empty());
+        assert_eq!((e.row_count, e.item_count), (2, 2));
+        let rows = fields(&e.rows);
+        assert_eq!(rows[0][0].as_deref(), Some(&b"a\nb"[..]));
+        assert_eq!(rows[0][2], None);
+        assert_eq!(rows[0][3].as_deref(), Some(&[1u8][..]));
+        assert_eq!(rows[0][4].as_deref(), Some(&b"hi"[..]));
+        assert_eq!(rows[1][0].as_deref(), Some(&b"c"[..]));
+        assert_eq!(rows[1][2..], [None, None, None]);
+    }
+
+    #[test]
+    fn reports_unknown_attributes_and_holds_rows() {
+        let l = layout(&[("ip", ColumnType::Text)]);
+        let body = page(
+            r#"{"pk":{"S":"a"},"sk":{"N":"1"},"ip":{"BOOL":true},"new":{"SS":["x"]},"n":{"NULL":true}}, {"pk":{"S":"b"},"sk":{"N":"1"},"new":{"SS":["y"]}}"#,
+        );
+        let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
+        assert_eq!(
+            e.unknown,
+            [
+                ("ip".to_string(), ColumnType::Boolean),
+                ("new".to_string(), ColumnType::TextArray)
+            ]
+        );
+        assert!(e.rows.is_empty() && e.row_count == 0 && e.rejects.is_empty());
+    }
+
+    #[test]
+    fn rejects_items_and_goes_on() {
+        let l = layout(&[("t", ColumnType::Text), ("n", ColumnType::Numeric)]);
+        let cases = [
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x\u0000"}}"#,
+                "U+0000",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"1e"}}"#,
+                "malformed number",
+            ),
+            (r#"{"pk":{"S":"a"}}"#, "\"sk\" is missing"),
+            (
+                r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#,
+                "key attribute \"pk\" has type N",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x"},"t":{"S":"y"}}"#,
+                "appears twice",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"Q":"x"}}"#,
+                "unknown attribute type",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x","N":"1"}}"#,
+                "more than one type",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":"x"}"#,
+                "not a typed object",
+            ),
+            (
+                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"a\u0000b":{"S":"x"}}"#,
+                "attribute name contains U+0000",
+            ),
+            (r#""not an item""#, "not a JSON object"),
+        ];
+        for (item, why) in cases {
+            let body = page(&format!(r#"{item},{{"pk":{{"S":"ok"}},"sk":{{"N":"9"}}}}"#));
+            let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
+            assert_eq!(e.row_count, 1, "{item}");
+            assert_eq!(e.rejects.len(), 1, "{item}");
+            let r = &e.rejects[0];
+            assert!(r.reason.contains(why), "{item}: {}", r.reason);
+            assert_eq!(r.item, item.as_bytes());
+            assert_eq!(fields(&e.rows)[0][0].as_deref(), Some(&b"ok"[..]));
+        }
+        let body = page(r#"{"sk":{"N":"1"},"pk":{"S":"k"},"n":{"N":"x"}}"#);
+        let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
+        assert_eq!(e.rejects[0].key, br#"{"pk":{"S":"k"},"sk":{"N":"1"}}"#);
+    }
+
+    #[test]
+    fn bad_bodies_are_one_error() {
+        let l = layout(&[]);
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{\"Items\":[{\"pk\":{\"S\":\"a\"}",
+            b"{\"Items\":{}}",
+            b"{\"Count\":1} x",
+            b"\xff\xfe",
+            b"{\"Other\":1}",
+            b"{\"Items\":[],\"Count\":-1}",
+            b"null",
+        ] {
+            assert!(
+                matches!(
+                    Encoder::new(&l).scan_page(bad),
+                    Err(CoreError::BadBody { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let err = Encoder::new(&l)
+            .scan_page(br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}"#)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CoreError::ServiceError {
+                code: "ProvisionedThroughputExceededException".into(),
+                message: "slow down".into()
+            }
+        );
+        let p = Encoder::new(&l)
+            .scan_page(br#"{"Count":0,"ScannedCount":0,"LastEvaluatedKey":{"pk":{"S":"z"}}}"#)
+            .unwrap();
+        assert_eq!(
+            p.last_evaluated_key.as_deref(),
+            Some(&br#"{"pk":{"S":"z"}}"#[..])
+        );
+    }
+
+    #[test]
+    fn jsonb_mode_keeps_the_whole_item() {
+        let keys = vec![("pk".to_string(), DynType::S)];
+        let l = Layout::new(
+            Mode::Jsonb,
+            keys.clone(),
+            key_columns(&keys, false),
+            Some("data".into()),
+            false,
+        )
+        .unwrap();
+        let e = Encoder::new(&l)
+            .item(br#"{"pk":{"S":"a"},"n":{"N":"1.50"},"z":{"NULL":true},"s":{"SS":["x"]}}"#)
+            .unwrap();
+        let rows = fields(&e.rows);
+        assert!(e.unknown.is_empty());
+        let data = rows[0][1].clone().unwrap();
+        assert_eq!(data[0], 1);
+        assert_eq!(&data[1..], br#"{"pk":"a","n":1.50,"z":null,"s":["x"]}"#);
+    }
+
+    #[test]
+    fn overflow_column_takes_attributes_without_columns() {
+        let keys = vec![("pk".to_string(), DynType::S)];
+        let mut cols = key_columns(&keys, false);
+        cols.push(Column {
+            attribute: "a".into(),
+            ty: ColumnType::Text,
+            name: "a".into(),
+        });
+        let l = Layout::new(Mode::Columns, keys, cols, Some("overflow".into()), false).unwrap();
+        let e = Encoder::new(&l)
+            .item(br#"{"pk":{"S":"k"},"a":{"BOOL":false},"b":{"N":"2"},"c":{"NULL":true}}"#)
+            .unwrap();
+        assert!(e.unknown.is_empty());
+        let rows = fields(&e.rows);
+        assert_eq!(rows[0][1], None);
+        assert_eq!(&rows[0][2].clone().unwrap()[1..], br#"{"a":false,"b":2}"#);
+        let e = Encoder::new(&l)
+            .item(br#"{"pk":{"S":"k"},"a":{"S":"v"}}"#)
+            .unwrap();
+        assert_eq!(fields(&e.rows)[0][2], None);
+    }
+
+    #[test]
+    fn sets_become_arrays() {
+        let l = layout(&[
+            ("ns", ColumnType::NumericArray),
+            ("bs", ColumnType::ByteaArray),
+        ]);
+        let e = Encoder::new(&l)
+            .item(br#"{"pk":{"S":"a"},"sk":{"N":"1"},"ns":{"NS":["1","2"]},"bs":{"BS":[]}}"#)
+            .unwrap();
+        let rows = fields(&e.rows);
+        let ns = rows[0][2].clone().unwrap();
+        let word = |b: &[u8], i: usize| i32::from_be_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(
+            (
+                word(&ns, 0),
+                word(&ns, 1),
+                word(&ns, 2),
+                word(&ns, 3),
+                word(&ns, 4)
+            ),
+            (1, 0, 1700, 2, 1)
+        );
+        let bs = rows[0][3].clone().unwrap();
+        assert_eq!((word(&bs, 0), word(&bs, 2), bs.len()), (0, 17, 12));
+    }
+}

@@ -8,7 +8,7 @@
 use memchr::memchr2;
 
 /// A syntax error: where, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntaxError {
     pub offset: usize,
     pub why: &'static str,

@@ -1,0 +1,74 @@
+"""A botocore DynamoDB client whose Scan responses come back as raw bytes.
+
+botocore parses every response into Python objects (≈ 110 µs per item), which the hot path must
+not pay: a ``before-parse`` hook keeps the raw body of successful responses and hands botocore an
+empty document instead. Error responses are left intact, so botocore's retry logic (throttling,
+5xx, CRC32 mismatch) still sees them; and since the raw body is stored in the response dict of the
+attempt that succeeded, retries cannot mix bodies up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.config
+import botocore.session
+import orjson
+
+RAW_BODY = "PodynRawBody"
+
+
+def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
+    if response_dict["status_code"] == 200:
+        customized_response_dict[RAW_BODY] = response_dict["body"]
+        response_dict["body"] = b"{}"
+
+
+class RawDynamo:
+    """Scan pages as raw bytes, everything else (signing, endpoints, retries) by botocore."""
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        max_attempts: int = 10,
+    ) -> None:
+        session = botocore.session.Session(profile=profile)
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": max_attempts},
+            # One connection per thread that scans; botocore's default pool of 10 is plenty.
+            max_pool_connections=10,
+        )
+        self.client = session.create_client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+        self.client.meta.events.register("before-parse.dynamodb.Scan", _keep_raw_body)
+
+    def scan_page(
+        self,
+        table: str,
+        *,
+        segment: int | None = None,
+        total_segments: int | None = None,
+        exclusive_start_key: bytes | None = None,
+        limit: int | None = None,
+        consistent_read: bool = False,
+    ) -> bytes:
+        """One Scan request; returns the response body exactly as DynamoDB sent it."""
+        params: dict[str, Any] = {
+            "TableName": table,
+            "ReturnConsumedCapacity": "TOTAL",
+            "ConsistentRead": consistent_read,
+        }
+        if total_segments is not None:
+            params["Segment"] = segment or 0
+            params["TotalSegments"] = total_segments
+        if exclusive_start_key is not None:
+            # A key is a few small attributes: parsing it here costs nothing per item.
+            params["ExclusiveStartKey"] = orjson.loads(exclusive_start_key)
+        if limit is not None:
+            params["Limit"] = limit
+        body: bytes = self.client.scan(**params)[RAW_BODY]
+        return body

@@ -1,0 +1,1 @@
+"""Throw-away servers that tests, benchmarks and the demo start for themselves."""

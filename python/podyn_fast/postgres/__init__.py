@@ -1,0 +1,1 @@
+"""PostgreSQL side: DDL rendering and binary COPY writing."""
