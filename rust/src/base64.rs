@@ -22,11 +22,7 @@ pub fn decode(text: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
     let chunks = text.len() / 4;
     for (n, q) in text.chunks_exact(4).enumerate() {
         let last = n + 1 == chunks;
-        let pad = if last {
-            q.iter().rev().take_while(|&&c| c == b'=').count()
-        } else {
-            0
-        };
+        let pad = if last { q.iter().rev().take_while(|&&c| c == b'=').count() } else { 0 };
         if pad > 2 {
             return Err("invalid base64: too much padding");
         }
@@ -71,9 +67,7 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in [
-            "A", "AA=", "A===", "AA==AA==", "aGk*", "aG k", "=AAA", "AA=A",
-        ] {
+        for bad in ["A", "AA=", "A===", "AA==AA==", "aGk*", "aG k", "=AAA", "AA=A"] {
             assert!(dec(bad).is_err(), "{bad}");
         }
     }

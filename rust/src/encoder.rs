@@ -8,7 +8,7 @@
 use memchr::memchr;
 
 use crate::error::{CoreError, CoreResult, Reason};
-use crate::json::{write_escaped, RawStr, Reader, SyntaxError};
+use crate::json::{write_escaped, JsonResult, RawStr, Reader, SyntaxError};
 use crate::jsonb;
 use crate::layout::{Layout, Mode};
 use crate::pgcopy::{self, Scratch};
@@ -59,6 +59,8 @@ struct Attr<'a> {
     ty: DynType,
     /// The value after the tag, `"x"`.
     value: &'a [u8],
+    /// The value when it is a string, as read in the first pass (not read again in the second).
+    text: Option<RawStr<'a>>,
     /// True when the attribute has no column and goes to the document column.
     unmapped: bool,
 }
@@ -70,17 +72,11 @@ enum Pass1 {
 }
 
 fn syntax(e: SyntaxError) -> CoreError {
-    CoreError::BadBody {
-        offset: e.offset,
-        why: e.why.to_string(),
-    }
+    CoreError::BadBody { offset: e.offset, why: e.why.to_string() }
 }
 
 fn bad_body(offset: usize, why: &str) -> CoreError {
-    CoreError::BadBody {
-        offset,
-        why: why.to_string(),
-    }
+    CoreError::BadBody { offset, why: why.to_string() }
 }
 
 /// Encodes bodies for one layout. Holds only reusable buffers: make one per call or per thread.
@@ -91,24 +87,37 @@ pub struct Encoder<'l, 'a> {
     slots: Vec<u32>,
     scratch: Scratch,
     name: Vec<u8>,
+    /// The attribute names of the previous item, by position, with their layout entries: items of
+    /// one table mostly list attributes in the same order, so a comparison replaces a hash lookup.
+    predicted: Vec<(&'a [u8], Option<u32>)>,
     out: Encoded,
 }
 
 impl<'l, 'a> Encoder<'l, 'a> {
     pub fn new(layout: &'l Layout) -> Self {
+        Self::with_buffer(layout, Vec::new())
+    }
+
+    /// An encoder that writes rows into `rows` (cleared first), so a caller can reuse one buffer
+    /// across pages instead of faulting in fresh memory for each.
+    pub fn with_buffer(layout: &'l Layout, mut rows: Vec<u8>) -> Self {
+        rows.clear();
         Encoder {
             layout,
             attrs: Vec::new(),
             slots: vec![0; layout.columns.len()],
             scratch: Scratch::default(),
             name: Vec::new(),
-            out: Encoded::default(),
+            predicted: Vec::new(),
+            out: Encoded { rows, ..Encoded::default() },
         }
     }
 
     /// Encode the raw body of a Scan response.
     pub fn scan_page(mut self, body: &'a [u8]) -> CoreResult<ScanPage> {
         check_utf8(body)?;
+        // Rows are smaller than the JSON they come from: one reservation covers the page.
+        self.out.rows.reserve(body.len());
         let mut r = Reader::new(body);
         let mut page = ScanPage::default();
         let mut saw_items = false;
@@ -121,7 +130,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
                 r.eat(b':', "expected ':'").map_err(syntax)?;
                 match key.raw {
                     b"Items" => {
-                        self.items(&mut r)?;
+                        self.items(&mut r).map_err(syntax)?;
                         saw_items = true;
                     }
                     b"Count" => page.count = Some(r.unsigned().map_err(syntax)?),
@@ -137,9 +146,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
                     b"ConsumedCapacity" => page.consumed_capacity = consumed_capacity(&mut r)?,
                     b"__type" | b"message" | b"Message" => {
                         let s = r.string().map_err(syntax)?;
-                        let text =
-                            String::from_utf8_lossy(s.decoded(&mut self.name).unwrap_or(s.raw))
-                                .into_owned();
+                        let text = String::from_utf8_lossy(s.decoded(&mut self.name).unwrap_or(s.raw)).into_owned();
                         if key.raw == b"__type" {
                             error_type = Some(text);
                         } else {
@@ -164,10 +171,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
             return Err(CoreError::ServiceError { code, message });
         }
         if !saw_items && page.count.is_none() {
-            return Err(bad_body(
-                0,
-                "no Items and no Count: this is not a Scan response",
-            ));
+            return Err(bad_body(0, "no Items and no Count: this is not a Scan response"));
         }
         page.encoded = self.finish();
         Ok(page)
@@ -180,7 +184,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
         if r.peek() != Some(b'{') {
             return Err(bad_body(r.pos, "an item must be a JSON object"));
         }
-        self.one_item(&mut r)?;
+        self.one_item(&mut r).map_err(syntax)?;
         if !r.at_end() {
             return Err(bad_body(r.pos, "unexpected data after the item"));
         }
@@ -196,8 +200,8 @@ impl<'l, 'a> Encoder<'l, 'a> {
         self.out
     }
 
-    fn items(&mut self, r: &mut Reader<'a>) -> CoreResult<()> {
-        r.eat(b'[', "Items is not an array").map_err(syntax)?;
+    fn items(&mut self, r: &mut Reader<'a>) -> JsonResult<()> {
+        r.eat(b'[', "Items is not an array")?;
         if r.eat_if(b']') {
             return Ok(());
         }
@@ -206,13 +210,12 @@ impl<'l, 'a> Encoder<'l, 'a> {
             if r.eat_if(b',') {
                 continue;
             }
-            r.eat(b']', "expected ',' or ']' in Items")
-                .map_err(syntax)?;
+            r.eat(b']', "expected ',' or ']' in Items")?;
             return Ok(());
         }
     }
 
-    fn one_item(&mut self, r: &mut Reader<'a>) -> CoreResult<()> {
+    fn one_item(&mut self, r: &mut Reader<'a>) -> JsonResult<()> {
         self.out.item_count += 1;
         r.ws();
         let start = r.pos;
@@ -230,11 +233,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
         };
         if let Err(reason) = result {
             let key = self.key_json();
-            self.out.rejects.push(Reject {
-                key,
-                item: item.to_vec(),
-                reason: reason.into_owned(),
-            });
+            self.out.rejects.push(Reject { key, item: item.to_vec(), reason: reason.into_owned() });
         }
         self.clear_slots();
         Ok(())
@@ -247,9 +246,9 @@ impl<'l, 'a> Encoder<'l, 'a> {
 
     /// Read the item's attributes and map them to columns. Syntax errors end the whole call;
     /// anything else about the item is a reject.
-    fn pass1(&mut self, r: &mut Reader<'a>) -> CoreResult<Pass1> {
+    fn pass1(&mut self, r: &mut Reader<'a>) -> JsonResult<Pass1> {
         if r.peek() != Some(b'{') {
-            r.skip_value().map_err(syntax)?;
+            r.skip_value()?;
             return Ok(Pass1::Reject("item is not a JSON object".into()));
         }
         r.pos += 1;
@@ -258,20 +257,14 @@ impl<'l, 'a> Encoder<'l, 'a> {
             return Ok(Pass1::Ok);
         }
         loop {
-            let name = r.string().map_err(syntax)?;
-            r.eat(b':', "expected ':'").map_err(syntax)?;
+            let name = r.string()?;
+            r.eat(b':', "expected ':'")?;
             r.ws();
             let obj_start = r.pos;
             match self.read_typed(r)? {
-                Ok((ty, value)) => {
+                Ok((ty, value, text)) => {
                     let object = &r.buf[obj_start..r.pos];
-                    let attr = Attr {
-                        name,
-                        object,
-                        ty,
-                        value,
-                        unmapped: false,
-                    };
+                    let attr = Attr { name, object, ty, value, text, unmapped: false };
                     if verdict.is_none() {
                         verdict = self.map_attribute(attr).err();
                     } else {
@@ -281,15 +274,14 @@ impl<'l, 'a> Encoder<'l, 'a> {
                 Err(why) => {
                     // Skip the rest of the malformed value object to find the next attribute.
                     r.pos = obj_start;
-                    r.skip_value().map_err(syntax)?;
+                    r.skip_value()?;
                     verdict.get_or_insert(why);
                 }
             }
             if r.eat_if(b',') {
                 continue;
             }
-            r.eat(b'}', "expected ',' or '}' in an item")
-                .map_err(syntax)?;
+            r.eat(b'}', "expected ',' or '}' in an item")?;
             break;
         }
         if verdict.is_none() {
@@ -299,51 +291,66 @@ impl<'l, 'a> Encoder<'l, 'a> {
     }
 
     /// Read `{"T": value}`; the outer error is a syntax error, the inner a shape problem.
+    #[allow(clippy::type_complexity)]
     fn read_typed(
         &mut self,
         r: &mut Reader<'a>,
-    ) -> CoreResult<Result<(DynType, &'a [u8]), Reason>> {
+    ) -> JsonResult<Result<(DynType, &'a [u8], Option<RawStr<'a>>), Reason>> {
         if r.peek() != Some(b'{') {
-            return Ok(Err(
-                "attribute value is not a typed object like {\"S\": …}".into()
-            ));
+            return Ok(Err("attribute value is not a typed object like {\"S\": …}".into()));
         }
         r.pos += 1;
         if r.peek() != Some(b'"') {
             return Ok(Err("attribute value has no type".into()));
         }
-        let tag = r.string().map_err(syntax)?;
-        r.eat(b':', "expected ':'").map_err(syntax)?;
-        let value = r.value_span().map_err(syntax)?;
+        let tag = r.string()?;
+        r.eat(b':', "expected ':'")?;
+        r.ws();
+        let start = r.pos;
+        let text = if r.buf.get(start) == Some(&b'"') {
+            Some(r.string()?)
+        } else {
+            r.skip_value()?;
+            None
+        };
+        let value = &r.buf[start..r.pos];
         if !r.eat_if(b'}') {
             return Ok(Err("attribute value has more than one type".into()));
         }
         let tag_bytes = tag.decoded(&mut self.name).unwrap_or(b"");
         Ok(DynType::from_tag(tag_bytes)
-            .map(|ty| (ty, value))
-            .ok_or_else(|| {
-                format!(
-                    "unknown attribute type {:?}",
-                    String::from_utf8_lossy(tag_bytes)
-                )
-                .into()
-            }))
+            .map(|ty| (ty, value, text))
+            .ok_or_else(|| format!("unknown attribute type {:?}", String::from_utf8_lossy(tag_bytes)).into()))
     }
 
     /// Record an attribute, find its column, and note it when the layout lacks one.
     fn map_attribute(&mut self, mut attr: Attr<'a>) -> Result<(), Reason> {
-        let name = attr
-            .name
-            .decoded(&mut self.name)
-            .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
-        if memchr(0, name).is_some() {
-            return Err(
-                "attribute name contains U+0000, which no column name or jsonb key can hold".into(),
-            );
-        }
-        let index = self.attrs.len() as u32 + 1;
+        let position = self.attrs.len();
+        let entry = if attr.name.escaped {
+            self.name.clear();
+            crate::json::unescape(attr.name.raw, &mut self.name)
+                .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
+            // Only an escape can produce U+0000: the reader refuses raw control characters.
+            if memchr(0, &self.name).is_some() {
+                return Err("attribute name contains U+0000, which no column name or jsonb key can hold".into());
+            }
+            self.layout.attribute_index(&self.name)
+        } else {
+            let raw = attr.name.raw;
+            match self.predicted.get(position) {
+                Some(&(seen, entry)) if seen == raw => entry,
+                _ => {
+                    let entry = self.layout.attribute_index(raw);
+                    self.predicted.truncate(position);
+                    self.predicted.push((raw, entry));
+                    entry
+                }
+            }
+        };
+        let name: &[u8] = if attr.name.escaped { &self.name } else { attr.name.raw };
+        let index = position as u32 + 1;
         let col_ty = attr.ty.column_type();
-        let known = self.layout.attribute(name);
+        let known = entry.map(|e| self.layout.attributes_at(e));
         if let Some(key_ty) = known.and_then(|k| k.key) {
             if col_ty != Some(key_ty) {
                 return Err(format!(
@@ -355,18 +362,11 @@ impl<'l, 'a> Encoder<'l, 'a> {
                 .into());
             }
         }
-        match (
-            col_ty,
-            known.and_then(|k| col_ty.and_then(|t| k.column_for(t))),
-        ) {
+        match (col_ty, known.and_then(|k| col_ty.and_then(|t| k.column_for(t)))) {
             (_, Some(col)) => {
                 let slot = &mut self.slots[usize::from(col)];
                 if *slot != 0 {
-                    return Err(format!(
-                        "attribute {:?} appears twice",
-                        String::from_utf8_lossy(name)
-                    )
-                    .into());
+                    return Err(format!("attribute {:?} appears twice", String::from_utf8_lossy(name)).into());
                 }
                 *slot = index;
             }
@@ -378,12 +378,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
                     if name.is_empty() {
                         return Err("empty attribute name cannot be a column".into());
                     }
-                    if !self
-                        .out
-                        .unknown
-                        .iter()
-                        .any(|(n, t)| n.as_bytes() == name && *t == ty)
-                    {
+                    if !self.out.unknown.iter().any(|(n, t)| n.as_bytes() == name && *t == ty) {
                         // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
                         let n = String::from_utf8_lossy(name).into_owned();
                         self.out.unknown.push((n, ty));
@@ -396,13 +391,8 @@ impl<'l, 'a> Encoder<'l, 'a> {
     }
 
     fn check_keys(&self) -> Result<(), Reason> {
-        for (name, _) in &self.layout.keys {
-            let present = self
-                .layout
-                .attribute(name.as_bytes())
-                .and_then(|a| a.key.and_then(|t| a.column_for(t)))
-                .is_some_and(|col| self.slots[usize::from(col)] != 0);
-            if !present {
+        for ((name, _), &col) in self.layout.keys.iter().zip(&self.layout.key_columns) {
+            if self.slots[usize::from(col)] == 0 {
                 return Err(format!("key attribute {name:?} is missing").into());
             }
         }
@@ -428,24 +418,14 @@ impl<'l, 'a> Encoder<'l, 'a> {
                 pgcopy::write_null(out);
             } else {
                 let a = &self.attrs[slot as usize - 1];
-                pgcopy::write_field(col.ty, a.ty, a.value, out, &mut self.scratch).map_err(
-                    |why| {
-                        Reason::from(format!(
-                            "attribute {:?}: {why}",
-                            String::from_utf8_lossy(a.name.raw)
-                        ))
-                    },
-                )?;
+                pgcopy::write_field(col.ty, a.ty, a.value, a.text, out, &mut self.scratch).map_err(|why| {
+                    Reason::from(format!("attribute {:?}: {why}", String::from_utf8_lossy(a.name.raw)))
+                })?;
             }
         }
         if self.layout.document.is_some() {
             let whole = self.layout.mode == Mode::Jsonb;
-            if !whole
-                && !self
-                    .attrs
-                    .iter()
-                    .any(|a| a.unmapped && a.ty != DynType::Null)
-            {
+            if !whole && !self.attrs.iter().any(|a| a.unmapped && a.ty != DynType::Null) {
                 pgcopy::write_null(out);
                 return Ok(());
             }
@@ -464,10 +444,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
                 jsonb::write_string(a.name, out, &mut self.scratch)?;
                 out.push(b':');
                 jsonb::write_value(a.ty, a.value, out, &mut self.scratch, 0).map_err(|why| {
-                    Reason::from(format!(
-                        "attribute {:?}: {why}",
-                        String::from_utf8_lossy(a.name.raw)
-                    ))
+                    Reason::from(format!("attribute {:?}: {why}", String::from_utf8_lossy(a.name.raw)))
                 })?;
             }
             out.push(b'}');
@@ -481,11 +458,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
     fn key_json(&mut self) -> Vec<u8> {
         let mut out = vec![b'{'];
         for (name, _) in &self.layout.keys {
-            let found = self.attrs.iter().find(|a| {
-                a.name
-                    .decoded(&mut self.name)
-                    .is_ok_and(|n| n == name.as_bytes())
-            });
+            let found = self.attrs.iter().find(|a| a.name.decoded(&mut self.name).is_ok_and(|n| n == name.as_bytes()));
             if let Some(a) = found {
                 if out.len() > 1 {
                     out.push(b',');
@@ -501,9 +474,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
 }
 
 fn check_utf8(body: &[u8]) -> CoreResult<()> {
-    std::str::from_utf8(body)
-        .map(|_| ())
-        .map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
+    std::str::from_utf8(body).map(|_| ()).map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
 }
 
 fn consumed_capacity(r: &mut Reader<'_>) -> CoreResult<Option<f64>> {
@@ -512,8 +483,7 @@ fn consumed_capacity(r: &mut Reader<'_>) -> CoreResult<Option<f64>> {
         r.skip_value().map_err(syntax)?;
         return Ok(None);
     }
-    r.eat(b'{', "ConsumedCapacity is not an object")
-        .map_err(syntax)?;
+    r.eat(b'{', "ConsumedCapacity is not an object").map_err(syntax)?;
     if r.eat_if(b'}') {
         return Ok(None);
     }
@@ -539,17 +509,10 @@ mod tests {
     use crate::layout::{key_columns, Column};
 
     fn layout(extra: &[(&str, ColumnType)]) -> Layout {
-        let keys = vec![
-            ("pk".to_string(), DynType::S),
-            ("sk".to_string(), DynType::N),
-        ];
+        let keys = vec![("pk".to_string(), DynType::S), ("sk".to_string(), DynType::N)];
         let mut cols = key_columns(&keys, false);
         for (a, t) in extra {
-            cols.push(Column {
-                attribute: (*a).into(),
-                ty: *t,
-                name: (*a).into(),
-            });
+            cols.push(Column { attribute: (*a).into(), ty: *t, name: (*a).into() });
         }
         Layout::new(Mode::Columns, keys, cols, None, false).unwrap()
     }
@@ -585,19 +548,12 @@ mod tests {
 
     #[test]
     fn encodes_rows_in_layout_order() {
-        let l = layout(&[
-            ("t", ColumnType::Text),
-            ("b", ColumnType::Boolean),
-            ("x", ColumnType::Bytea),
-        ]);
+        let l = layout(&[("t", ColumnType::Text), ("b", ColumnType::Boolean), ("x", ColumnType::Bytea)]);
         let body = page(
             r#"{"b":{"BOOL":true},"sk":{"N":"1"},"pk":{"S":"a\nb"},"x":{"B":"aGk="}}, {"pk":{"S":"c"},"sk":{"N":"2"},"z":{"NULL":true}}"#,
         );
         let p = Encoder::new(&l).scan_page(body.as_bytes()).unwrap();
-        assert_eq!(
-            (p.count, p.scanned_count, p.consumed_capacity),
-            (Some(2), Some(3), Some(1.5))
-        );
+        assert_eq!((p.count, p.scanned_count, p.consumed_capacity), (Some(2), Some(3), Some(1.5)));
         assert_eq!(p.last_evaluated_key, None);
         let e = p.encoded;
         assert!(e.unknown.is_empty() && e.rejects.is_empty());
@@ -618,13 +574,7 @@ mod tests {
             r#"{"pk":{"S":"a"},"sk":{"N":"1"},"ip":{"BOOL":true},"new":{"SS":["x"]},"n":{"NULL":true}}, {"pk":{"S":"b"},"sk":{"N":"1"},"new":{"SS":["y"]}}"#,
         );
         let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
-        assert_eq!(
-            e.unknown,
-            [
-                ("ip".to_string(), ColumnType::Boolean),
-                ("new".to_string(), ColumnType::TextArray)
-            ]
-        );
+        assert_eq!(e.unknown, [("ip".to_string(), ColumnType::Boolean), ("new".to_string(), ColumnType::TextArray)]);
         assert!(e.rows.is_empty() && e.row_count == 0 && e.rejects.is_empty());
     }
 
@@ -632,39 +582,15 @@ mod tests {
     fn rejects_items_and_goes_on() {
         let l = layout(&[("t", ColumnType::Text), ("n", ColumnType::Numeric)]);
         let cases = [
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x\u0000"}}"#,
-                "U+0000",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"1e"}}"#,
-                "malformed number",
-            ),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x\u0000"}}"#, "U+0000"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"1e"}}"#, "malformed number"),
             (r#"{"pk":{"S":"a"}}"#, "\"sk\" is missing"),
-            (
-                r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#,
-                "key attribute \"pk\" has type N",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x"},"t":{"S":"y"}}"#,
-                "appears twice",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"Q":"x"}}"#,
-                "unknown attribute type",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x","N":"1"}}"#,
-                "more than one type",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":"x"}"#,
-                "not a typed object",
-            ),
-            (
-                r#"{"pk":{"S":"a"},"sk":{"N":"1"},"a\u0000b":{"S":"x"}}"#,
-                "attribute name contains U+0000",
-            ),
+            (r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#, "key attribute \"pk\" has type N"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x"},"t":{"S":"y"}}"#, "appears twice"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"Q":"x"}}"#, "unknown attribute type"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x","N":"1"}}"#, "more than one type"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":"x"}"#, "not a typed object"),
+            (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"a\u0000b":{"S":"x"}}"#, "attribute name contains U+0000"),
             (r#""not an item""#, "not a JSON object"),
         ];
         for (item, why) in cases {
@@ -697,13 +623,7 @@ mod tests {
             b"{\"Items\":[],\"Count\":-1}",
             b"null",
         ] {
-            assert!(
-                matches!(
-                    Encoder::new(&l).scan_page(bad),
-                    Err(CoreError::BadBody { .. })
-                ),
-                "{bad:?}"
-            );
+            assert!(matches!(Encoder::new(&l).scan_page(bad), Err(CoreError::BadBody { .. })), "{bad:?}");
         }
         let err = Encoder::new(&l)
             .scan_page(br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}"#)
@@ -715,29 +635,17 @@ mod tests {
                 message: "slow down".into()
             }
         );
-        let p = Encoder::new(&l)
-            .scan_page(br#"{"Count":0,"ScannedCount":0,"LastEvaluatedKey":{"pk":{"S":"z"}}}"#)
-            .unwrap();
-        assert_eq!(
-            p.last_evaluated_key.as_deref(),
-            Some(&br#"{"pk":{"S":"z"}}"#[..])
-        );
+        let p =
+            Encoder::new(&l).scan_page(br#"{"Count":0,"ScannedCount":0,"LastEvaluatedKey":{"pk":{"S":"z"}}}"#).unwrap();
+        assert_eq!(p.last_evaluated_key.as_deref(), Some(&br#"{"pk":{"S":"z"}}"#[..]));
     }
 
     #[test]
     fn jsonb_mode_keeps_the_whole_item() {
         let keys = vec![("pk".to_string(), DynType::S)];
-        let l = Layout::new(
-            Mode::Jsonb,
-            keys.clone(),
-            key_columns(&keys, false),
-            Some("data".into()),
-            false,
-        )
-        .unwrap();
-        let e = Encoder::new(&l)
-            .item(br#"{"pk":{"S":"a"},"n":{"N":"1.50"},"z":{"NULL":true},"s":{"SS":["x"]}}"#)
-            .unwrap();
+        let l = Layout::new(Mode::Jsonb, keys.clone(), key_columns(&keys, false), Some("data".into()), false).unwrap();
+        let e =
+            Encoder::new(&l).item(br#"{"pk":{"S":"a"},"n":{"N":"1.50"},"z":{"NULL":true},"s":{"SS":["x"]}}"#).unwrap();
         let rows = fields(&e.rows);
         assert!(e.unknown.is_empty());
         let data = rows[0][1].clone().unwrap();
@@ -749,47 +657,27 @@ mod tests {
     fn overflow_column_takes_attributes_without_columns() {
         let keys = vec![("pk".to_string(), DynType::S)];
         let mut cols = key_columns(&keys, false);
-        cols.push(Column {
-            attribute: "a".into(),
-            ty: ColumnType::Text,
-            name: "a".into(),
-        });
+        cols.push(Column { attribute: "a".into(), ty: ColumnType::Text, name: "a".into() });
         let l = Layout::new(Mode::Columns, keys, cols, Some("overflow".into()), false).unwrap();
-        let e = Encoder::new(&l)
-            .item(br#"{"pk":{"S":"k"},"a":{"BOOL":false},"b":{"N":"2"},"c":{"NULL":true}}"#)
-            .unwrap();
+        let e =
+            Encoder::new(&l).item(br#"{"pk":{"S":"k"},"a":{"BOOL":false},"b":{"N":"2"},"c":{"NULL":true}}"#).unwrap();
         assert!(e.unknown.is_empty());
         let rows = fields(&e.rows);
         assert_eq!(rows[0][1], None);
         assert_eq!(&rows[0][2].clone().unwrap()[1..], br#"{"a":false,"b":2}"#);
-        let e = Encoder::new(&l)
-            .item(br#"{"pk":{"S":"k"},"a":{"S":"v"}}"#)
-            .unwrap();
+        let e = Encoder::new(&l).item(br#"{"pk":{"S":"k"},"a":{"S":"v"}}"#).unwrap();
         assert_eq!(fields(&e.rows)[0][2], None);
     }
 
     #[test]
     fn sets_become_arrays() {
-        let l = layout(&[
-            ("ns", ColumnType::NumericArray),
-            ("bs", ColumnType::ByteaArray),
-        ]);
-        let e = Encoder::new(&l)
-            .item(br#"{"pk":{"S":"a"},"sk":{"N":"1"},"ns":{"NS":["1","2"]},"bs":{"BS":[]}}"#)
-            .unwrap();
+        let l = layout(&[("ns", ColumnType::NumericArray), ("bs", ColumnType::ByteaArray)]);
+        let e =
+            Encoder::new(&l).item(br#"{"pk":{"S":"a"},"sk":{"N":"1"},"ns":{"NS":["1","2"]},"bs":{"BS":[]}}"#).unwrap();
         let rows = fields(&e.rows);
         let ns = rows[0][2].clone().unwrap();
         let word = |b: &[u8], i: usize| i32::from_be_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
-        assert_eq!(
-            (
-                word(&ns, 0),
-                word(&ns, 1),
-                word(&ns, 2),
-                word(&ns, 3),
-                word(&ns, 4)
-            ),
-            (1, 0, 1700, 2, 1)
-        );
+        assert_eq!((word(&ns, 0), word(&ns, 1), word(&ns, 2), word(&ns, 3), word(&ns, 4)), (1, 0, 1700, 2, 1));
         let bs = rows[0][3].clone().unwrap();
         assert_eq!((word(&bs, 0), word(&bs, 2), bs.len()), (0, 17, 12));
     }

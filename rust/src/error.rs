@@ -19,16 +19,10 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::BadBody { offset, why } => {
-                write!(
-                    f,
-                    "not a readable DynamoDB response: {why} (at byte {offset})"
-                )
+                write!(f, "not a readable DynamoDB response: {why} (at byte {offset})")
             }
             CoreError::ServiceError { code, message } => {
-                write!(
-                    f,
-                    "DynamoDB returned an error instead of a result: {code}: {message}"
-                )
+                write!(f, "DynamoDB returned an error instead of a result: {code}: {message}")
             }
             CoreError::BadLayout(why) => write!(f, "invalid table layout: {why}"),
         }

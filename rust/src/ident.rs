@@ -29,9 +29,7 @@ pub fn quote(name: &str) -> Option<String> {
 
 /// FNV-1a, 64-bit: a stable hash (the same on every host and version) for cut names.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Make `name` fit in 63 bytes: names that fit are unchanged; longer ones are cut at a character
@@ -63,10 +61,7 @@ pub struct Namer {
 
 impl Namer {
     pub fn new(lower_case: bool) -> Self {
-        Namer {
-            lower_case,
-            ..Namer::default()
-        }
+        Namer { lower_case, ..Namer::default() }
     }
 
     /// Record a column that exists already (a key, `data`, or an earlier registration).
@@ -79,11 +74,7 @@ impl Namer {
 
     /// Name the column of a new (attribute, type) pair and record it.
     pub fn name(&mut self, attribute: &str, ty: ColumnType) -> String {
-        let base = if self.lower_case {
-            attribute.to_lowercase()
-        } else {
-            attribute.to_owned()
-        };
+        let base = if self.lower_case { attribute.to_lowercase() } else { attribute.to_owned() };
         let first = if self.columns_of.get(attribute).copied().unwrap_or(0) == 0 {
             base
         } else {
@@ -108,10 +99,7 @@ mod tests {
     fn quotes_everything() {
         assert_eq!(quote("a").unwrap(), "\"a\"");
         assert_eq!(quote("a\"b").unwrap(), "\"a\"\"b\"");
-        assert_eq!(
-            quote("x\"; DROP TABLE t; --").unwrap(),
-            "\"x\"\"; DROP TABLE t; --\""
-        );
+        assert_eq!(quote("x\"; DROP TABLE t; --").unwrap(), "\"x\"\"; DROP TABLE t; --\"");
         assert_eq!(quote("a\0b"), None);
     }
 

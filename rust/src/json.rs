@@ -5,8 +5,6 @@
 //! (still escaped) with a flag telling whether they contain escapes, so the common case copies
 //! bytes without decoding. The whole body is checked to be UTF-8 once, before reading.
 
-use memchr::memchr2;
-
 /// A syntax error: where, and what was expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntaxError {
@@ -53,10 +51,7 @@ impl<'a> Reader<'a> {
     #[cold]
     #[inline(never)]
     pub fn err<T>(&self, why: &'static str) -> JsonResult<T> {
-        Err(SyntaxError {
-            offset: self.pos,
-            why,
-        })
+        Err(SyntaxError { offset: self.pos, why })
     }
 
     #[inline]
@@ -104,35 +99,51 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    /// Read a string (after blanks); escapes are checked for syntax but left encoded.
-    #[inline]
+    /// Read a string (after blanks); escapes are checked for syntax but left encoded. Raw control
+    /// characters are invalid JSON (DynamoDB escapes them), so a string copied as it is can never
+    /// hold U+0000 or anything PostgreSQL's JSON parser refuses.
+    #[allow(clippy::inline_always)] // inlined into every caller: +20% on benches/encode.py
+    #[inline(always)]
     pub fn string(&mut self) -> JsonResult<RawStr<'a>> {
-        self.eat(b'"', "expected a string")?;
-        let start = self.pos;
-        let mut escaped = false;
+        if self.peek() != Some(b'"') {
+            return self.err("expected a string");
+        }
+        let start = self.pos + 1;
+        // Most strings (names, type tags, values) have no escape: find the quote and be done.
+        let end = find_special(self.buf, start);
+        if self.buf.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return Ok(RawStr { raw: &self.buf[start..end], escaped: false });
+        }
+        self.string_rest(start, end)
+    }
+
+    /// The rest of a string from its first escape (or control character) at `pos`.
+    #[inline(never)]
+    fn string_rest(&mut self, start: usize, pos: usize) -> JsonResult<RawStr<'a>> {
+        self.pos = pos;
         loop {
-            let Some(i) = memchr2(b'"', b'\\', &self.buf[self.pos..]) else {
-                self.pos = self.buf.len();
-                return self.err("unterminated string");
-            };
-            self.pos += i;
-            if self.buf[self.pos] == b'"' {
-                let raw = &self.buf[start..self.pos];
-                self.pos += 1;
-                return Ok(RawStr { raw, escaped });
-            }
-            escaped = true;
-            match self.buf.get(self.pos + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
-                Some(b'u') => {
-                    let hex = self.buf.get(self.pos + 2..self.pos + 6);
-                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                        return self.err("invalid \\u escape");
-                    }
-                    self.pos += 6;
+            match self.buf.get(self.pos) {
+                Some(b'"') => {
+                    let raw = &self.buf[start..self.pos];
+                    self.pos += 1;
+                    return Ok(RawStr { raw, escaped: true });
                 }
-                _ => return self.err("invalid escape"),
+                Some(b'\\') => match self.buf.get(self.pos + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                    Some(b'u') => {
+                        let hex = self.buf.get(self.pos + 2..self.pos + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return self.err("invalid \\u escape");
+                        }
+                        self.pos += 6;
+                    }
+                    _ => return self.err("invalid escape"),
+                },
+                Some(_) => return self.err("control character in a string"),
+                None => return self.err("unterminated string"),
             }
+            self.pos = find_special(self.buf, self.pos);
         }
     }
 
@@ -220,8 +231,39 @@ impl<'a> Reader<'a> {
 
     /// Skip one value of any kind, checking its syntax. Iterative, so nesting depth costs no stack.
     pub fn skip_value(&mut self) -> JsonResult<()> {
-        // true = inside an object, false = inside an array
-        let mut stack: Vec<bool> = Vec::new();
+        // Scalars (most values) need no container bookkeeping.
+        match self.peek() {
+            Some(b'{' | b'[') => self.skip_container(),
+            Some(b'"') => self.string().map(|_| ()),
+            _ => self.scalar(),
+        }
+    }
+
+    fn scalar(&mut self) -> JsonResult<()> {
+        match self.peek() {
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(_) => self.err("expected a value"),
+            None => self.err("unexpected end of input"),
+        }
+    }
+
+    fn skip_container(&mut self) -> JsonResult<()> {
+        // One bit per open container, 1 = object; the first 64 levels live in `top`, deeper ones
+        // (never seen in DynamoDB data, which nests to about 70 JSON levels) spill into `spill`.
+        let mut top = 0u64;
+        let mut depth = 0usize;
+        let mut spill: Vec<u64> = Vec::new();
+        let push = |top: &mut u64, depth: &mut usize, spill: &mut Vec<u64>, object: bool| {
+            if *depth > 0 && *depth % 64 == 0 {
+                spill.push(*top);
+                *top = 0;
+            }
+            *top |= u64::from(object) << (*depth % 64);
+            *depth += 1;
+        };
         'value: loop {
             match self.peek() {
                 Some(b'{') => {
@@ -229,34 +271,28 @@ impl<'a> Reader<'a> {
                     if !self.eat_if(b'}') {
                         self.string()?;
                         self.eat(b':', "expected ':'")?;
-                        stack.push(true);
+                        push(&mut top, &mut depth, &mut spill, true);
                         continue 'value;
                     }
                 }
                 Some(b'[') => {
                     self.pos += 1;
                     if !self.eat_if(b']') {
-                        stack.push(false);
+                        push(&mut top, &mut depth, &mut spill, false);
                         continue 'value;
                     }
                 }
                 Some(b'"') => {
                     self.string()?;
                 }
-                Some(b't') => self.literal(b"true")?,
-                Some(b'f') => self.literal(b"false")?,
-                Some(b'n') => self.literal(b"null")?,
-                Some(b'-' | b'0'..=b'9') => {
-                    self.number()?;
-                }
-                Some(_) => return self.err("expected a value"),
-                None => return self.err("unexpected end of input"),
+                _ => self.scalar()?,
             }
             // After a complete value: close containers until one continues with a comma.
             loop {
-                let Some(&in_object) = stack.last() else {
+                if depth == 0 {
                     return Ok(());
-                };
+                }
+                let in_object = top >> ((depth - 1) % 64) & 1 == 1;
                 match self.peek() {
                     Some(b',') => {
                         self.pos += 1;
@@ -266,16 +302,15 @@ impl<'a> Reader<'a> {
                         }
                         continue 'value;
                     }
-                    Some(b'}') if in_object => {
-                        self.pos += 1;
-                        stack.pop();
-                    }
-                    Some(b']') if !in_object => {
-                        self.pos += 1;
-                        stack.pop();
-                    }
+                    Some(b'}') if in_object => self.pos += 1,
+                    Some(b']') if !in_object => self.pos += 1,
                     None => return self.err("unexpected end of input"),
                     _ => return self.err("expected ',' or the end of a container"),
+                }
+                depth -= 1;
+                top &= !(1u64 << (depth % 64));
+                if depth > 0 && depth % 64 == 0 {
+                    top = spill.pop().unwrap_or(0);
                 }
             }
         }
@@ -288,6 +323,40 @@ impl<'a> Reader<'a> {
         self.skip_value()?;
         Ok(&self.buf[start..self.pos])
     }
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// Nonzero where a byte of `w` is zero; the lowest flagged byte is exact (higher ones may not be).
+#[inline]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(LOW_BITS) & !w & HIGH_BITS
+}
+
+/// The position of the first `"`, `\\` or control character at or after `pos` (or the end).
+/// Eight bytes at a time: most strings in a Scan page are short, where calling memchr costs more
+/// than it saves.
+#[allow(clippy::inline_always)] // see Reader::string
+#[inline(always)]
+fn find_special(buf: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = buf.get(pos..pos + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let found = zero_bytes(w ^ (LOW_BITS * u64::from(b'"')))
+            | zero_bytes(w ^ (LOW_BITS * u64::from(b'\\')))
+            | (w.wrapping_sub(LOW_BITS * 0x20) & !w & HIGH_BITS);
+        if found != 0 {
+            return pos + (found.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while let Some(&b) = buf.get(pos) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        pos += 1;
+    }
+    pos
 }
 
 fn hex4(h: &[u8]) -> u32 {
@@ -428,18 +497,36 @@ mod tests {
     fn deep_nesting_uses_no_stack() {
         let s = "[".repeat(100_000) + &"]".repeat(100_000);
         assert_eq!(skip(&s).unwrap(), s.len());
+        // Objects and arrays mixed across the 64-level boundaries of the bit stack.
+        let open: String = (0..200).map(|i| if i % 3 == 0 { "{\"k\":" } else { "[1," }).collect();
+        let close: String = (0..200).rev().map(|i| if i % 3 == 0 { "}" } else { "]" }).collect();
+        let s = open + "null" + &close;
+        assert_eq!(skip(&s).unwrap(), s.len());
+        let wrong: String = s.replacen('}', "]", 1);
+        assert!(skip(&wrong).is_err());
+    }
+
+    #[test]
+    fn finds_specials_at_every_offset() {
+        for len in 0..40 {
+            for special in [b'"', b'\\', b'\n', 0u8, 0x1f] {
+                let mut buf = vec![b'a'; len];
+                buf.push(special);
+                buf.extend_from_slice(b"xyz\"");
+                assert_eq!(find_special(&buf, 0), len, "{len} {special}");
+            }
+            let mut high = "é".repeat(len).into_bytes();
+            high.push(b'"');
+            assert_eq!(find_special(&high, 0), high.len() - 1);
+        }
+        assert!(Reader::new(b"\"a\x01b\"").string().is_err());
+        assert!(Reader::new(b"\"a\x00b\"").string().is_err());
     }
 
     #[test]
     fn strings_report_escapes() {
         let mut r = Reader::new(br#""plain" "a\nb""#);
-        assert_eq!(
-            r.string().unwrap(),
-            RawStr {
-                raw: b"plain",
-                escaped: false
-            }
-        );
+        assert_eq!(r.string().unwrap(), RawStr { raw: b"plain", escaped: false });
         let s = r.string().unwrap();
         assert!(s.escaped);
         let mut scratch = Vec::new();

@@ -18,10 +18,11 @@ fn shape(ty: DynType) -> Reason {
     format!("{} value has the wrong JSON shape", ty.tag()).into()
 }
 
-/// Write a string as JSON: copied when it is already fit for PostgreSQL's JSON parser, else decoded
-/// and re-escaped. U+0000 cannot be stored in jsonb and is a reject.
+/// Write a string as JSON: copied when it has no escapes (the reader refused raw control
+/// characters, so it is fit for PostgreSQL's JSON parser), else decoded and re-escaped, which also
+/// normalises escapes PostgreSQL would refuse. U+0000 cannot be stored in jsonb and is a reject.
 pub fn write_string(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
-    if !s.escaped && !s.raw.iter().any(|&b| b < 0x20) {
+    if !s.escaped {
         out.push(b'"');
         out.extend_from_slice(s.raw);
         out.push(b'"');
@@ -148,12 +149,7 @@ fn too_deep() -> Reason {
 }
 
 /// Read one typed value object (`{"S":"x"}`) and write its plain JSON.
-pub fn write_typed(
-    r: &mut Reader<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-    depth: usize,
-) -> Result<(), Reason> {
+pub fn write_typed(r: &mut Reader<'_>, out: &mut Vec<u8>, scratch: &mut Scratch, depth: usize) -> Result<(), Reason> {
     let ty = read_tag(r)?;
     write_from(ty, r, out, scratch, depth)?;
     if r.eat_if(b'}') {
@@ -168,19 +164,12 @@ pub fn read_tag(r: &mut Reader<'_>) -> Result<DynType, Reason> {
     if !r.eat_if(b'{') {
         return Err("attribute value is not a typed object like {\"S\": …}".into());
     }
-    let tag = r
-        .string()
-        .map_err(|_| Reason::from("attribute value has no type"))?;
+    let tag = r.string().map_err(|_| Reason::from("attribute value has no type"))?;
     let mut scratch = Vec::new();
     let tag_bytes = tag.decoded(&mut scratch).map_err(Reason::from)?;
-    let ty = DynType::from_tag(tag_bytes).ok_or_else(|| {
-        Reason::from(format!(
-            "unknown attribute type {:?}",
-            String::from_utf8_lossy(tag_bytes)
-        ))
-    })?;
-    r.eat(b':', "")
-        .map_err(|_| Reason::from("attribute value is malformed"))?;
+    let ty = DynType::from_tag(tag_bytes)
+        .ok_or_else(|| Reason::from(format!("unknown attribute type {:?}", String::from_utf8_lossy(tag_bytes))))?;
+    r.eat(b':', "").map_err(|_| Reason::from("attribute value is malformed"))?;
     Ok(ty)
 }
 
@@ -190,12 +179,7 @@ mod tests {
 
     fn plain(typed: &str) -> Result<String, Reason> {
         let mut out = Vec::new();
-        write_typed(
-            &mut Reader::new(typed.as_bytes()),
-            &mut out,
-            &mut Scratch::default(),
-            0,
-        )?;
+        write_typed(&mut Reader::new(typed.as_bytes()), &mut out, &mut Scratch::default(), 0)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -212,12 +196,10 @@ mod tests {
 
     #[test]
     fn re_escapes_what_postgres_rejects() {
-        assert_eq!(plain("{\"S\":\"a\tb\"}").unwrap(), "\"a\\tb\"");
+        assert_eq!(plain(r#"{"S":"a\tb"}"#).unwrap(), r#""a\tb""#);
         assert_eq!(plain(r#"{"S":"\u00e9\/"}"#).unwrap(), "\"é/\"");
         assert!(plain(r#"{"S":"a\u0000"}"#).unwrap_err().contains("U+0000"));
-        assert!(plain(r#"{"M":{"k\u0000":{"S":"v"}}}"#)
-            .unwrap_err()
-            .contains("U+0000"));
+        assert!(plain(r#"{"M":{"k\u0000":{"S":"v"}}}"#).unwrap_err().contains("U+0000"));
         assert!(plain(r#"{"S":"\ud800"}"#).is_err());
     }
 

@@ -96,11 +96,7 @@ pub fn parse<'d>(text: &[u8], digits: &'d mut Vec<u8>) -> Result<Decimal<'d>, Re
     if p != text.len() {
         return Err(malformed(text));
     }
-    let d = Decimal {
-        negative,
-        digits: digits.as_slice(),
-        exp: exp - frac,
-    };
+    let d = Decimal { negative, digits: digits.as_slice(), exp: exp - frac };
     if d.dscale() > MAX_DSCALE {
         return Err(out_of_range(text));
     }
@@ -116,20 +112,12 @@ pub fn parse<'d>(text: &[u8], digits: &'d mut Vec<u8>) -> Result<Decimal<'d>, Re
 
 #[cold]
 fn malformed(text: &[u8]) -> Reason {
-    format!(
-        "malformed number {:?}",
-        String::from_utf8_lossy(&text[..text.len().min(80)])
-    )
-    .into()
+    format!("malformed number {:?}", String::from_utf8_lossy(&text[..text.len().min(80)])).into()
 }
 
 #[cold]
 fn out_of_range(text: &[u8]) -> Reason {
-    format!(
-        "number out of PostgreSQL numeric range: {:?}",
-        String::from_utf8_lossy(&text[..text.len().min(80)])
-    )
-    .into()
+    format!("number out of PostgreSQL numeric range: {:?}", String::from_utf8_lossy(&text[..text.len().min(80)])).into()
 }
 
 /// Append the binary `numeric` payload of `d` (no length prefix) to `out`.
@@ -263,10 +251,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_and_out_of_range() {
-        for bad in [
-            "", "-", "+", ".", "1..2", "1e", "1e+", "NaN", "Infinity", "0x10", "1 ", " 1", "1,5",
-            "--1", "1e5.0",
-        ] {
+        for bad in
+            ["", "-", "+", ".", "1..2", "1e", "1e+", "NaN", "Infinity", "0x10", "1 ", " 1", "1,5", "--1", "1e5.0"]
+        {
             assert!(parse(bad.as_bytes(), &mut Vec::new()).is_err(), "{bad:?}");
         }
         for big in ["1e-16384", "1e999999999999999999999", "1e131072"] {

@@ -46,18 +46,18 @@ pub fn write_null(out: &mut Vec<u8>) {
 
 /// Read a JSON string that a value of type `what` must be.
 fn expect_string<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<RawStr<'a>, Reason> {
-    r.string()
-        .map_err(|_| Reason::from(format!("{what} value is not a JSON string")))
+    r.string().map_err(|_| Reason::from(format!("{what} value is not a JSON string")))
 }
 
-/// Text without U+0000, which PostgreSQL `text` cannot hold.
+/// Text without U+0000, which PostgreSQL `text` cannot hold. Only an escape can produce one: the
+/// reader refuses raw control characters.
 fn append_text(s: RawStr<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
-    let start = out.len();
-    if s.escaped {
-        crate::json::unescape(s.raw, out).map_err(Reason::from)?;
-    } else {
+    if !s.escaped {
         out.extend_from_slice(s.raw);
+        return Ok(());
     }
+    let start = out.len();
+    crate::json::unescape(s.raw, out).map_err(Reason::from)?;
     if memchr(0, &out[start..]).is_some() {
         return Err("string contains U+0000, which PostgreSQL text cannot store".into());
     }
@@ -76,24 +76,25 @@ fn append_binary(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Res
     base64::decode(text, out).map_err(Reason::from)
 }
 
-/// Append one field of column type `ty` from the value text `v`.
+/// Append one field of column type `ty` from the value text `v` (of DynamoDB type `dyn_ty`);
+/// `text` is the value already read as a string, when it is one.
 pub fn write_field(
     ty: ColumnType,
     dyn_ty: DynType,
     v: &[u8],
+    text: Option<RawStr<'_>>,
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) -> Result<(), Reason> {
     let mut r = Reader::new(v);
+    let string = |what: &'static str| text.ok_or_else(|| Reason::from(format!("{what} value is not a JSON string")));
     let at = open_field(out);
     match ty {
-        ColumnType::Text => append_text(expect_string(&mut r, "S")?, out)?,
-        ColumnType::Numeric => append_number(expect_string(&mut r, "N")?, out, scratch)?,
-        ColumnType::Bytea => append_binary(expect_string(&mut r, "B")?, out, scratch)?,
+        ColumnType::Text => append_text(string("S")?, out)?,
+        ColumnType::Numeric => append_number(string("N")?, out, scratch)?,
+        ColumnType::Bytea => append_binary(string("B")?, out, scratch)?,
         ColumnType::Boolean => {
-            let b = r
-                .boolean()
-                .map_err(|_| Reason::from("BOOL value is not true or false"))?;
+            let b = r.boolean().map_err(|_| Reason::from("BOOL value is not true or false"))?;
             out.push(u8::from(b));
         }
         ColumnType::TextArray | ColumnType::NumericArray | ColumnType::ByteaArray => {
@@ -110,12 +111,7 @@ pub fn write_field(
 }
 
 /// A one-dimensional array (a DynamoDB set), in `array_recv`'s format.
-fn write_array(
-    ty: ColumnType,
-    r: &mut Reader<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) -> Result<(), Reason> {
+fn write_array(ty: ColumnType, r: &mut Reader<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     let (what, oid) = match ty {
         ColumnType::TextArray => ("SS", 25u32),
         ColumnType::NumericArray => ("NS", 1700),
@@ -145,8 +141,7 @@ fn write_array(
             if r.eat_if(b']') {
                 break;
             }
-            r.eat(b',', "")
-                .map_err(|_| Reason::from(format!("{what} value is not a JSON array")))?;
+            r.eat(b',', "").map_err(|_| Reason::from(format!("{what} value is not a JSON array")))?;
         }
     }
     if n == 0 {

@@ -21,42 +21,26 @@ impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
         match e {
             CoreError::BadBody { .. } => BodyError::new_err(e.to_string()),
-            CoreError::ServiceError { code, message } => {
-                DynamoServiceError::new_err((code, message))
-            }
+            CoreError::ServiceError { code, message } => DynamoServiceError::new_err((code, message)),
             CoreError::BadLayout(_) => LayoutError::new_err(e.to_string()),
         }
     }
 }
 
 fn dyn_type(tag: &str) -> PyResult<DynType> {
-    DynType::from_tag(tag.as_bytes())
-        .ok_or_else(|| LayoutError::new_err(format!("unknown DynamoDB type {tag:?}")))
+    DynType::from_tag(tag.as_bytes()).ok_or_else(|| LayoutError::new_err(format!("unknown DynamoDB type {tag:?}")))
 }
 
 fn column_type_of(sql: &str) -> PyResult<ColumnType> {
-    ColumnType::from_sql(sql)
-        .ok_or_else(|| LayoutError::new_err(format!("unsupported column type {sql:?}")))
+    ColumnType::from_sql(sql).ok_or_else(|| LayoutError::new_err(format!("unsupported column type {sql:?}")))
 }
 
 fn columns_from(columns: Vec<(String, String, String)>) -> PyResult<Vec<Column>> {
-    columns
-        .into_iter()
-        .map(|(attribute, ty, name)| {
-            Ok(Column {
-                attribute,
-                ty: column_type_of(&ty)?,
-                name,
-            })
-        })
-        .collect()
+    columns.into_iter().map(|(attribute, ty, name)| Ok(Column { attribute, ty: column_type_of(&ty)?, name })).collect()
 }
 
 fn columns_to(columns: &[Column]) -> Vec<(String, String, String)> {
-    columns
-        .iter()
-        .map(|c| (c.attribute.clone(), c.ty.sql().to_owned(), c.name.clone()))
-        .collect()
+    columns.iter().map(|c| (c.attribute.clone(), c.ty.sql().to_owned(), c.name.clone())).collect()
 }
 
 /// A table layout (see `_core.pyi` for the Python-facing documentation).
@@ -79,16 +63,9 @@ impl PyLayout {
         let mode = match mode {
             "columns" => Mode::Columns,
             "jsonb" => Mode::Jsonb,
-            other => {
-                return Err(LayoutError::new_err(format!(
-                    "mode must be 'columns' or 'jsonb', not {other:?}"
-                )))
-            }
+            other => return Err(LayoutError::new_err(format!("mode must be 'columns' or 'jsonb', not {other:?}"))),
         };
-        let keys = keys
-            .into_iter()
-            .map(|(n, t)| Ok((n, dyn_type(&t)?)))
-            .collect::<PyResult<Vec<_>>>()?;
+        let keys = keys.into_iter().map(|(n, t)| Ok((n, dyn_type(&t)?))).collect::<PyResult<Vec<_>>>()?;
         let inner = Layout::new(mode, keys, columns_from(columns)?, document, lower_case)?;
         Ok(PyLayout { inner })
     }
@@ -103,11 +80,7 @@ impl PyLayout {
 
     #[getter]
     fn keys(&self) -> Vec<(String, &'static str)> {
-        self.inner
-            .keys
-            .iter()
-            .map(|(n, t)| (n.clone(), t.tag()))
-            .collect()
+        self.inner.keys.iter().map(|(n, t)| (n.clone(), t.tag())).collect()
     }
 
     #[getter]
@@ -131,55 +104,39 @@ impl PyLayout {
     }
 
     fn plan_columns(&self, new: Vec<(String, String)>) -> PyResult<Vec<(String, String, String)>> {
-        let new = new
-            .into_iter()
-            .map(|(a, t)| Ok((a, column_type_of(&t)?)))
-            .collect::<PyResult<Vec<_>>>()?;
+        let new = new.into_iter().map(|(a, t)| Ok((a, column_type_of(&t)?))).collect::<PyResult<Vec<_>>>()?;
         Ok(columns_to(&self.inner.plan_columns(&new)))
     }
 
     #[pyo3(signature = (added, *, document = None))]
-    fn with_columns(
-        &self,
-        added: Vec<(String, String, String)>,
-        document: Option<String>,
-    ) -> PyResult<Self> {
+    fn with_columns(&self, added: Vec<(String, String, String)>, document: Option<String>) -> PyResult<Self> {
         let mut columns = self.inner.columns.clone();
         columns.extend(columns_from(added)?);
         let l = &self.inner;
-        let inner = Layout::new(
-            l.mode,
-            l.keys.clone(),
-            columns,
-            document.or_else(|| l.document.clone()),
-            l.lower_case,
-        )?;
+        let inner =
+            Layout::new(l.mode, l.keys.clone(), columns, document.or_else(|| l.document.clone()), l.lower_case)?;
         Ok(PyLayout { inner })
     }
 
     fn encode_scan_page(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyEncoded> {
-        let page = py.detach(|| Encoder::new(&self.inner).scan_page(body))?;
+        let buffer = ROWS.take();
+        let page = py.detach(|| Encoder::with_buffer(&self.inner, buffer).scan_page(body))?;
         let mut out = PyEncoded::from_core(py, page.encoded);
         out.count = page.count;
         out.scanned_count = page.scanned_count;
-        out.last_evaluated_key = page
-            .last_evaluated_key
-            .map(|k| PyBytes::new(py, &k).unbind());
+        out.last_evaluated_key = page.last_evaluated_key.map(|k| PyBytes::new(py, &k).unbind());
         out.consumed_capacity = page.consumed_capacity;
         Ok(out)
     }
 
     fn encode_item(&self, py: Python<'_>, item: &[u8]) -> PyResult<PyEncoded> {
-        let encoded = py.detach(|| Encoder::new(&self.inner).item(item))?;
+        let buffer = ROWS.take();
+        let encoded = py.detach(|| Encoder::with_buffer(&self.inner, buffer).item(item))?;
         Ok(PyEncoded::from_core(py, encoded))
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Layout(mode={:?}, columns={:?})",
-            self.mode(),
-            self.inner.column_names()
-        )
+        format!("Layout(mode={:?}, columns={:?})", self.mode(), self.inner.column_names())
     }
 }
 
@@ -224,10 +181,19 @@ pub struct PyEncoded {
     consumed_capacity: Option<f64>,
 }
 
+thread_local! {
+    /// The row buffer of the last call on this thread, reused by the next one: a page's rows are
+    /// a megabyte or so, and fresh memory for each page costs page faults.
+    static ROWS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Buffers larger than this are not kept between calls (one huge item should not pin memory).
+const KEEP_ROWS_BUFFER: usize = 16 << 20;
+
 impl PyEncoded {
+    /// Wrap a core result; the rows are copied into one `bytes` and their buffer kept for reuse.
     fn from_core(py: Python<'_>, e: Encoded) -> Self {
-        let unknown: Vec<(String, &str)> =
-            e.unknown.into_iter().map(|(n, t)| (n, t.sql())).collect();
+        let unknown: Vec<(String, &str)> = e.unknown.into_iter().map(|(n, t)| (n, t.sql())).collect();
         let rejects: Vec<Py<PyReject>> = e
             .rejects
             .into_iter()
@@ -240,14 +206,16 @@ impl PyEncoded {
                 Py::new(py, reject).ok()
             })
             .collect();
+        let rows = PyBytes::new(py, &e.rows).unbind();
+        if e.rows.capacity() <= KEEP_ROWS_BUFFER {
+            ROWS.set(e.rows);
+        }
         PyEncoded {
-            rows: PyBytes::new(py, &e.rows).unbind(),
+            rows,
             row_count: e.row_count,
             item_count: e.item_count,
-            unknown: PyTuple::new(py, unknown)
-                .map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
-            rejects: PyTuple::new(py, rejects)
-                .map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
+            unknown: PyTuple::new(py, unknown).map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
+            rejects: PyTuple::new(py, rejects).map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
             count: None,
             scanned_count: None,
             last_evaluated_key: None,
@@ -259,10 +227,7 @@ impl PyEncoded {
 #[pymethods]
 impl PyEncoded {
     fn __repr__(&self) -> String {
-        format!(
-            "Encoded(row_count={}, item_count={})",
-            self.row_count, self.item_count
-        )
+        format!("Encoded(row_count={}, item_count={})", self.row_count, self.item_count)
     }
 }
 
@@ -287,14 +252,8 @@ fn column_type(dynamo_type: &str) -> PyResult<Option<&'static str>> {
 /// Key columns for a key schema: [(attribute, column type, column name)].
 #[pyfunction]
 #[pyo3(signature = (keys, *, lower_case = false))]
-fn key_columns(
-    keys: Vec<(String, String)>,
-    lower_case: bool,
-) -> PyResult<Vec<(String, String, String)>> {
-    let keys = keys
-        .into_iter()
-        .map(|(n, t)| Ok((n, dyn_type(&t)?)))
-        .collect::<PyResult<Vec<_>>>()?;
+fn key_columns(keys: Vec<(String, String)>, lower_case: bool) -> PyResult<Vec<(String, String, String)>> {
+    let keys = keys.into_iter().map(|(n, t)| Ok((n, dyn_type(&t)?))).collect::<PyResult<Vec<_>>>()?;
     Ok(columns_to(&layout::key_columns(&keys, lower_case)))
 }
 
