@@ -10,7 +10,20 @@ Column types are spelled as in SQL: ``text``, ``numeric``, ``bytea``, ``boolean`
 """
 
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Final, Literal, final
+
+__all__ = [
+    "COPY_HEADER",
+    "COPY_TRAILER",
+    "Encoded",
+    "Layout",
+    "Reject",
+    "__version__",
+    "column_type",
+    "fit_ident",
+    "key_columns",
+    "quote_ident",
+]
 
 __version__: Final[str]
 COPY_HEADER: Final[bytes]
@@ -18,6 +31,7 @@ COPY_HEADER: Final[bytes]
 COPY_TRAILER: Final[bytes]
 """The binary COPY trailer (field count -1): write it once after the rows."""
 
+@final
 class Reject:
     """An item that cannot be represented, for the reject table."""
 
@@ -31,6 +45,7 @@ class Reject:
     def reason(self) -> str:
         """Why it was rejected."""
 
+@final
 class Encoded:
     """The result of encoding a Scan page or an item."""
 
@@ -63,6 +78,7 @@ class Encoded:
     def consumed_capacity(self) -> float | None:
         """``ConsumedCapacity.CapacityUnits``, when the request asked for it."""
 
+@final
 class Layout:
     """Which attribute (and type) goes to which column, in COPY column order.
 
@@ -81,15 +97,15 @@ class Layout:
         LayoutError: the layout is inconsistent.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         keys: Sequence[tuple[str, str]],
         columns: Sequence[tuple[str, str, str]],
         *,
         mode: Literal["columns", "jsonb"] = "columns",
         document: str | None = None,
         lower_case: bool = False,
-    ) -> None: ...
+    ) -> Layout: ...
     @property
     def mode(self) -> Literal["columns", "jsonb"]: ...
     @property

@@ -12,9 +12,7 @@ from podyn_fast.errors import LayoutError
 Register = Callable[[list[tuple[str, str, str]]], Layout]
 
 
-def encode_evolving(
-    layout: Layout, body: bytes, register: Register, *, item: bool = False
-) -> tuple[Layout, Encoded]:
+def encode_evolving(layout: Layout, body: bytes, register: Register, *, item: bool = False) -> tuple[Layout, Encoded]:
     """Encode ``body`` (a Scan page, or one item with ``item=True``), adding columns until none is
     missing. Returns the layout that encoded it and the result."""
     encode = Layout.encode_item if item else Layout.encode_scan_page

@@ -41,9 +41,7 @@ class RawDynamo:
             # One connection per thread that scans; botocore's default pool of 10 is plenty.
             max_pool_connections=10,
         )
-        self.client = session.create_client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-        )
+        self.client = session.create_client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
         self.client.meta.events.register("before-parse.dynamodb.Scan", _keep_raw_body)
 
     def scan_page(

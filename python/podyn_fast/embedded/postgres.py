@@ -373,10 +373,7 @@ class EmbeddedPostgres:
             if exit_code is not None and "Address already in use" in output and attempt < _PORT_ATTEMPTS:
                 continue
             # The tail goes into the message: stop() removes a temporary directory, log included.
-            if exit_code is None:
-                state = f"not ready after {self._startup_timeout:g}s"
-            else:
-                state = f"exited with {exit_code}"
+            state = f"not ready after {self._startup_timeout:g}s" if exit_code is None else f"exited with {exit_code}"
             raise RuntimeError(f"PostgreSQL {state} (port {port}); its log ends:\n{_tail(output)}")
 
     def _wait_ready(self, port: int) -> bool:

@@ -9,9 +9,7 @@ from psycopg import sql
 from podyn_fast._core import Layout, column_type
 
 # Column types the layout may name; rendered from this fixed set, never from input text.
-_SQL_TYPES = {
-    t: sql.SQL(t) for t in ("text", "numeric", "bytea", "boolean", "text[]", "numeric[]", "bytea[]", "jsonb")
-}
+_SQL_TYPES = {t: sql.SQL(t) for t in ("text", "numeric", "bytea", "boolean", "text[]", "numeric[]", "bytea[]", "jsonb")}
 
 
 def column_type_sql(ty: str) -> sql.SQL:
