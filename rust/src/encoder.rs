@@ -253,10 +253,8 @@ impl<'l, 'a> Encoder<'l, 'a> {
         }
         r.pos += 1;
         let mut verdict: Option<Reason> = None;
-        if r.eat_if(b'}') {
-            return Ok(Pass1::Ok);
-        }
-        loop {
+        let mut more = !r.eat_if(b'}');
+        while more {
             let name = r.string()?;
             r.eat(b':', "expected ':'")?;
             r.ws();
@@ -278,11 +276,10 @@ impl<'l, 'a> Encoder<'l, 'a> {
                     verdict.get_or_insert(why);
                 }
             }
-            if r.eat_if(b',') {
-                continue;
+            more = r.eat_if(b',');
+            if !more {
+                r.eat(b'}', "expected ',' or '}' in an item")?;
             }
-            r.eat(b'}', "expected ',' or '}' in an item")?;
-            break;
         }
         if verdict.is_none() {
             verdict = self.check_keys().err();
@@ -585,6 +582,7 @@ mod tests {
             (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x\u0000"}}"#, "U+0000"),
             (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"1e"}}"#, "malformed number"),
             (r#"{"pk":{"S":"a"}}"#, "\"sk\" is missing"),
+            ("{}", "\"pk\" is missing"),
             (r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#, "key attribute \"pk\" has type N"),
             (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x"},"t":{"S":"y"}}"#, "appears twice"),
             (r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"Q":"x"}}"#, "unknown attribute type"),
