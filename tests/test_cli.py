@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 import podyn_fast
 from podyn_fast.cli import app
-from typer.testing import CliRunner
 
 
 def test_version_from_the_installed_command() -> None:
