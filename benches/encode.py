@@ -5,7 +5,7 @@ The Python way is what a user would write: ``orjson.loads`` of the page, boto3's
 server time is counted on either side). Both outputs are then loaded into PostgreSQL and compared
 row for row, so the speed-up is only reported for identical results.
 
-    python benches/encode.py [--items 200000] [--repeat 5] [--dsn DSN]
+    .venv/bin/python -m benches.encode [--items 200000] [--repeat 5] [--dsn DSN]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     py_mb_s = py_bytes / py_s / 1e6
     result = {
         "benchmark": "encode",
-        "command": "python benches/encode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": ".venv/bin/python -m benches.encode " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine.describe(pg_version),
         "dataset": {
             "kind": "typical",
