@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import botocore.exceptions
 import typer
+from rich.console import Console
 
-from podyn_fast import __version__
+from podyn_fast import __version__, bulk
+from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted
+from podyn_fast.errors import PodynError
 
 app = typer.Typer(
     name="podyn-fast",
@@ -30,6 +34,111 @@ def _root(
     ] = False,
 ) -> None:
     """Move DynamoDB tables into PostgreSQL (or Citus) fast, and keep them in sync until cutover."""
+
+
+def _tables(values: list[str] | None) -> tuple[str, ...]:
+    # Podyn took "-t a,b"; repeated options work too.
+    return tuple(t.strip() for v in values or [] for t in v.split(",") if t.strip())
+
+
+@app.command()
+def migrate(
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url",
+            "-u",
+            "--postgres-jdbc-url",
+            help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="DynamoDB table (repeat, or a,b); default: all.")
+    ] = None,
+    segments: Annotated[
+        int | None,
+        typer.Option(help="Parallel scan segments per table (fixed at a table's first run); default from its size."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Loader processes, each with one PostgreSQL connection.")] = 2,
+    pg_connections: Annotated[
+        int | None, typer.Option(help="At most this many PostgreSQL connections (caps --workers).")
+    ] = None,
+    scan_rate: Annotated[
+        float | None,
+        typer.Option("--scan-rate", "-r", help="Read capacity units per second per table, for all workers and hosts."),
+    ] = None,
+    consistent_read: Annotated[bool, typer.Option(help="Strongly consistent reads (twice the capacity).")] = False,
+    mode: Annotated[
+        str, typer.Option("--conversion-mode", "-m", help="columns: a column per attribute; jsonb: keys + data jsonb.")
+    ] = "columns",
+    lower_case: Annotated[bool, typer.Option("--lower-case-column-names", help="Lower-case column names.")] = False,
+    target_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the tables.")] = "public",
+    state_schema: Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")] = "podyn",
+    defer_primary_key: Annotated[
+        bool, typer.Option(help="Add the primary key after the load (fastest for very large tables).")
+    ] = False,
+    column_limit: Annotated[
+        int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
+    ] = 1500,
+    region: Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Create the tables in PostgreSQL and bulk-load them by parallel scan, resumably.
+
+    Run the same command again after any interruption: it continues where the last run committed.
+    """
+    console = Console(stderr=True)
+    url = postgres_url(postgres)
+    if url is None:
+        console.print("[red]error:[/] no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
+        raise typer.Exit(2)
+    if mode not in ("columns", "jsonb"):
+        console.print(f"[red]error:[/] --conversion-mode must be columns or jsonb, not {mode!r}")
+        raise typer.Exit(2)
+    if pg_connections is not None:
+        workers = min(workers, pg_connections)
+    cfg = MigrateConfig(
+        postgres_url=url,
+        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        tables=_tables(table),
+        segments=segments,
+        workers=max(1, workers),
+        scan_rate=scan_rate,
+        consistent_read=consistent_read,
+        mode="jsonb" if mode == "jsonb" else "columns",
+        lower_case=lower_case,
+        target_schema=target_schema,
+        state_schema=state_schema,
+        column_limit=column_limit,
+        defer_primary_key=defer_primary_key,
+        progress=progress,
+    )
+    try:
+        reports = bulk.run(cfg, console)
+    except PodynError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    except botocore.exceptions.NoCredentialsError:
+        console.print(
+            "[red]error:[/] no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "an AWS profile (--profile or AWS_PROFILE), or run where an instance role is available"
+        )
+        raise typer.Exit(1) from None
+    except Exception as e:
+        # Connection errors may quote the connection string: never print the password.
+        console.print(f"[red]error:[/] {type(e).__name__}: {str(e).replace(url, redacted(url))}")
+        raise typer.Exit(1) from None
+    console.print(bulk.summary(reports))
+    rejects = sum(r.rejects for r in reports)
+    if rejects:
+        console.print(
+            f"[yellow]{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason"
+        )
+    if rejects or not all(r.loaded for r in reports):
+        raise typer.Exit(1)
 
 
 def main() -> None:

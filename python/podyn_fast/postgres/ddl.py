@@ -20,27 +20,51 @@ def column_type_sql(ty: str) -> sql.SQL:
         raise ValueError(f"unsupported column type {ty!r}") from None
 
 
-def create_table(schema: str, table: str, layout: Layout) -> sql.Composed:
-    """``CREATE TABLE IF NOT EXISTS`` with the layout's columns and the key as primary key."""
+def key_column_names(layout: Layout) -> list[str]:
+    """The columns of the key attributes (partition key first), as the layout names them."""
     key_types = {name: column_type(ty) for name, ty in layout.keys}
-    key_cols = {attr: col for attr, ty, col in layout.columns if key_types.get(attr) == ty}
+    by_attr = {attr: col for attr, ty, col in layout.columns if key_types.get(attr) == ty}
+    return [by_attr[name] for name, _ in layout.keys]
+
+
+def create_table(schema: str, table: str, layout: Layout, *, primary_key: bool = True) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS`` with the layout's columns, the key columns NOT NULL and, unless
+    deferred to after the load, the key as primary key."""
+    keys = set(key_column_names(layout))
     defs = [
         sql.SQL("{} {}{}").format(
-            sql.Identifier(col),
-            column_type_sql(ty),
-            sql.SQL(" NOT NULL") if key_cols.get(attr) == col else sql.SQL(""),
+            sql.Identifier(col), column_type_sql(ty), sql.SQL(" NOT NULL") if col in keys else sql.SQL("")
         )
-        for attr, ty, col in layout.columns
+        for _, ty, col in layout.columns
     ]
     if layout.document is not None:
         defs.append(sql.SQL("{} jsonb").format(sql.Identifier(layout.document)))
-    defs.append(
-        sql.SQL("PRIMARY KEY ({})").format(
-            sql.SQL(", ").join(sql.Identifier(key_cols[name]) for name, _ in layout.keys)
-        )
-    )
+    if primary_key:
+        defs.append(primary_key_sql(layout))
     return sql.SQL("CREATE TABLE IF NOT EXISTS {}.{} ({})").format(
         sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(defs)
+    )
+
+
+def primary_key_sql(layout: Layout) -> sql.Composed:
+    """``PRIMARY KEY (partition key column[, sort key column])``."""
+    return sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key_column_names(layout))))
+
+
+def add_primary_key(schema: str, table: str, layout: Layout) -> sql.Composed:
+    """Add the primary key after a load that deferred it."""
+    return sql.SQL("ALTER TABLE {}.{} ADD {}").format(
+        sql.Identifier(schema), sql.Identifier(table), primary_key_sql(layout)
+    )
+
+
+def create_index(schema: str, table: str, name: str, columns: Sequence[str]) -> sql.Composed:
+    """``CREATE INDEX IF NOT EXISTS`` on a secondary index's key columns."""
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} ({})").format(
+        sql.Identifier(name),
+        sql.Identifier(schema),
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
     )
 
 

@@ -1,0 +1,225 @@
+"""`migrate`: plan the tables, run the loader processes, build indexes, report.
+
+The coordinator holds no state of its own: tables, columns and segment positions are in the state
+schema, so the same command run again (or on another host, at the same time) picks up where any
+earlier run stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from podyn_fast import schema, state
+from podyn_fast._core import column_type
+from podyn_fast.config import MigrateConfig
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.postgres import ddl
+from podyn_fast.worker import w_load
+
+
+class MigrateError(PodynError, Terminal):
+    """A load cannot go on; the message says what to do."""
+
+
+@dataclass
+class TableReport:
+    """The outcome of one table."""
+
+    name: str
+    items: int
+    rejects: int
+    nbytes: int
+    seconds: float
+    loaded: bool
+
+
+def make_executor(workers: int) -> Executor:
+    """Worker processes (spawn: botocore clients, psycopg connections and Rust threads do not
+    survive fork); one worker runs in a thread of this process, which is simpler to debug."""
+    if workers == 1:
+        return ThreadPoolExecutor(1, thread_name_prefix="loader")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def plan(
+    conn: psycopg.Connection[Any], dynamo: RawDynamo, cfg: MigrateConfig, name: str
+) -> tuple[state.TableState, schema.SourceTable]:
+    """Describe the table, record it in the state schema (first run only) and create its target
+    table. A rerun with other settings than the first is refused rather than mixed."""
+    source = schema.source_table(dynamo.client.describe_table(TableName=name)["Table"])
+    document = "data" if cfg.mode == "jsonb" else None
+    wanted = state.TableState(
+        table_name=name,
+        target_schema=cfg.target_schema,
+        target_table=name,
+        mode=cfg.mode,
+        lower_case=cfg.lower_case,
+        keys=source.keys,
+        indexes=source.indexes,
+        total_segments=cfg.segments or schema.default_segments(source, cfg.workers),
+        deferred_primary_key=cfg.defer_primary_key,
+        phase="loading",
+        document_column=document,
+    )
+    columns = schema.initial_columns(source, lower_case=cfg.lower_case)
+    recorded = state.register_table(
+        conn, cfg.state_schema, wanted, columns, item_count=source.item_count, size_bytes=source.size_bytes
+    )
+    for attr, mine, theirs in (
+        ("mode", wanted.mode, recorded.mode),
+        ("lower_case", wanted.lower_case, recorded.lower_case),
+        ("target_schema", wanted.target_schema, recorded.target_schema),
+        ("keys", wanted.keys, recorded.keys),
+    ):
+        if mine != theirs:
+            raise MigrateError(
+                f"table {name!r} was first migrated with {attr}={theirs!r}, this run asks for {mine!r}: "
+                f"run with the same settings to resume, or drop the target table and delete its rows from "
+                f"{cfg.state_schema}.tables to start over"
+            )
+    if cfg.segments is not None and cfg.segments != recorded.total_segments:
+        raise MigrateError(
+            f"table {name!r} is being loaded with {recorded.total_segments} segments (fixed at its first run); "
+            f"drop --segments or set it to {recorded.total_segments}"
+        )
+    layout = state.layout(conn, cfg.state_schema, recorded)
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(recorded.target_schema)))
+        conn.execute(
+            ddl.create_table(
+                recorded.target_schema, recorded.target_table, layout, primary_key=not recorded.deferred_primary_key
+            )
+        )
+    return recorded, source
+
+
+def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.TableState) -> None:
+    """After the last segment: the primary key if it was deferred, then the secondary indexes
+    (built once over all rows, as pg_restore does), then the phase."""
+    layout = state.layout(conn, cfg.state_schema, table)
+    by_attr = {(a, t): c for a, t, c in layout.columns}
+    with conn.transaction():
+        if table.deferred_primary_key:
+            has_pk = conn.execute(
+                "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+                [sql.Identifier(table.target_schema, table.target_table).as_string(conn)],
+            ).fetchone()
+            if not has_pk:
+                conn.execute(ddl.add_primary_key(table.target_schema, table.target_table, layout))
+        for index, attrs in table.indexes:
+            cols = [by_attr[(a, column_type(t) or "text")] for a, t in attrs]
+            conn.execute(
+                ddl.create_index(
+                    table.target_schema, table.target_table, schema.index_name(table.target_table, index), cols
+                )
+            )
+    state.set_phase(conn, cfg.state_schema, table.table_name, "loaded")
+
+
+def _all_tables(dynamo: RawDynamo) -> list[str]:
+    names: list[str] = []
+    kwargs: dict[str, Any] = {}
+    while True:
+        page = dynamo.client.list_tables(**kwargs)
+        names += page.get("TableNames", [])
+        if "LastEvaluatedTableName" not in page:
+            return names
+        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
+
+
+def run(cfg: MigrateConfig, console: Console | None = None) -> list[TableReport]:
+    """Load every table of ``cfg``; returns one report per table."""
+    console = console or Console(stderr=True)
+    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    names = list(cfg.tables) or _all_tables(dynamo)
+    if not names:
+        raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
+    with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate") as conn:
+        state.ensure_schema(conn, cfg.state_schema)
+        planned = {name: plan(conn, dynamo, cfg, name) for name in names}
+        tables = {name: t for name, (t, _) in planned.items()}
+        started = time.monotonic()
+        todo = {n: src.item_count for n, (t, src) in planned.items() if t.phase == "loading"}
+        if todo:
+            _load(conn, cfg, todo, console)
+        reports = []
+        for name, table in tables.items():
+            p = state.progress(conn, cfg.state_schema, name)
+            loaded = table.phase != "loading"
+            if not loaded and p.segments_done == p.total_segments:
+                finish(conn, cfg, table)
+                loaded = True
+            reports.append(TableReport(name, p.items, p.rejects, p.bytes, time.monotonic() - started, loaded))
+    return reports
+
+
+def _load(conn: psycopg.Connection[Any], cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
+    workers = max(1, cfg.workers)
+    with make_executor(workers) as pool:
+        futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
+        _watch(conn, cfg, estimates, futures, console)
+        for f in futures:
+            f.result()  # raises the first worker's error
+
+
+def _watch(
+    conn: psycopg.Connection[Any],
+    cfg: MigrateConfig,
+    estimates: dict[str, int],
+    futures: list[Future[Any]],
+    console: Console,
+) -> None:
+    """Show committed progress per table until the workers are done (read from the state schema,
+    so it counts the work of every host). Totals start from DescribeTable's ItemCount."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[mb]:.1f} MB"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not cfg.progress,
+        transient=False,
+    ) as bar:
+        tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0) for n, estimate in estimates.items()}
+        while True:
+            finished = all(f.done() for f in futures)
+            for n in estimates:
+                p = state.progress(conn, cfg.state_schema, n)
+                total = bar.tasks[tasks[n]].total
+                if p.segments_done == p.total_segments or (total is not None and p.items > total):
+                    total = p.items  # DescribeTable's ItemCount is refreshed every ~6 hours: trust the count
+                bar.update(tasks[n], completed=p.items, total=total, mb=p.bytes / 1e6)
+            if finished:
+                return
+            time.sleep(0.5)
+
+
+def summary(reports: list[TableReport]) -> Table:
+    t = Table(title="podyn-fast migrate")
+    for col in ("table", "items", "rejects", "MB", "seconds", "items/s", "state"):
+        t.add_column(col, justify="right" if col not in ("table", "state") else "left")
+    for r in reports:
+        rate = r.items / r.seconds if r.seconds > 0 else 0.0
+        t.add_row(
+            r.name,
+            f"{r.items:,}",
+            f"{r.rejects:,}",
+            f"{r.nbytes / 1e6:.1f}",
+            f"{r.seconds:.1f}",
+            f"{rate:,.0f}",
+            "loaded" if r.loaded else "INCOMPLETE",
+        )
+    return t

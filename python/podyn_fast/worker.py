@@ -1,0 +1,345 @@
+"""Loader worker: lease a segment, scan it, encode its pages, COPY them with their checkpoint.
+
+One worker process holds one PostgreSQL connection and loads one segment at a time. A reader
+thread sends the Scan requests and encodes each page (the Rust core and the socket both release the
+GIL), while this thread writes COPY data, whose sending psycopg's queued writer does in a third
+thread: network, encoding and COPY overlap. Every transaction carries several MB of rows plus the
+segment's new position, so a crash at any moment loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from botocore.exceptions import ClientError
+from psycopg.copy import QueuedLibpqWriter
+
+from podyn_fast import state
+from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
+from podyn_fast.config import MigrateConfig
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import PodynError, Transient
+from podyn_fast.postgres.copy import copy_statement
+
+# Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
+THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+# Give up on one Scan request after failing this long (throttling or 5xx beyond botocore's retries).
+MAX_RETRY_SECONDS = 600.0
+# Pages read ahead of the COPY: enough to hide a network round trip, few enough to bound memory.
+READ_AHEAD = 2
+
+
+class LeaseLost(PodynError, Transient):
+    """Another worker took over this segment (our lease expired): our uncommitted rows are dropped."""
+
+
+class RateLimiter:
+    """Paces Scan requests to a table's ``--scan-rate``, shared by every worker holding a lease on
+    it: each worker reads at rate / (live leases), charged with the capacity each page consumed."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.share = 1
+        self.slowdown = 1.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if self.rate is None and self.slowdown == 1.0:
+            return
+        with self._lock:
+            delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def charge(self, units: float | None) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if self.rate is not None:
+                pace = self.rate / max(self.share, 1) / self.slowdown
+                self._next = max(self._next, now) + (units or 1.0) / pace
+            elif self.slowdown > 1.0:
+                self._next = max(self._next, now) + 0.05 * self.slowdown
+            # Throttling lowered the pace; let it recover gradually while pages succeed.
+            self.slowdown = max(1.0, self.slowdown * 0.9)
+
+    def throttled(self) -> None:
+        with self._lock:
+            self.slowdown = min(self.slowdown * 2, 64.0)
+
+
+@dataclass
+class Page:
+    """A Scan page as read, encoded with the layout that was current when it arrived."""
+
+    body: bytes
+    layout: Layout
+    encoded: Encoded
+
+
+@dataclass
+class _End:
+    """The reader reached the end of the segment, or failed."""
+
+    error: BaseException | None = None
+
+
+class SegmentReader(threading.Thread):
+    """Reads one segment page by page from ``start_key`` and encodes each page as it comes."""
+
+    def __init__(
+        self,
+        dynamo: RawDynamo,
+        table: str,
+        *,
+        segment: int,
+        total_segments: int,
+        start_key: bytes | None,
+        layout: Layout,
+        limiter: RateLimiter,
+        consistent_read: bool,
+    ) -> None:
+        super().__init__(name=f"scan {table}/{segment}", daemon=True)
+        self.dynamo, self.table, self.segment, self.total = dynamo, table, segment, total_segments
+        self.start_key = start_key
+        self.layout = layout  # replaced by the loader when columns are added
+        self.limiter = limiter
+        self.consistent_read = consistent_read
+        self.pages: queue.Queue[Page | _End] = queue.Queue(READ_AHEAD)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        key = self.start_key
+        try:
+            while not self.stopping.is_set():
+                body = self._scan(key)
+                layout = self.layout
+                encoded = layout.encode_scan_page(body)
+                self.limiter.charge(encoded.consumed_capacity)
+                self._put(Page(body, layout, encoded))
+                key = encoded.last_evaluated_key
+                if key is None:
+                    break
+            self._put(_End())
+        except BaseException as e:  # handed to the loader thread, which raises it
+            self._put(_End(e))
+
+    def _put(self, item: Page | _End) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.pages.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _scan(self, key: bytes | None) -> bytes:
+        deadline = time.monotonic() + MAX_RETRY_SECONDS
+        attempt = 0
+        while True:
+            self.limiter.wait()
+            try:
+                return self.dynamo.scan_page(
+                    self.table,
+                    segment=self.segment,
+                    total_segments=self.total,
+                    exclusive_start_key=key,
+                    consistent_read=self.consistent_read,
+                )
+            except ClientError as e:
+                err = e.response.get("Error", {})
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                retryable = err.get("Code") in THROTTLING or status >= 500
+                if not retryable or time.monotonic() > deadline or self.stopping.is_set():
+                    raise
+                if err.get("Code") in THROTTLING:
+                    self.limiter.throttled()
+                # botocore already retried with backoff; keep backing off, with jitter, up to 20 s.
+                attempt += 1
+                time.sleep(random.uniform(0, min(20.0, 0.5 * 2**attempt)))  # noqa: S311
+
+    def next_page(self) -> Page | None:
+        item = self.pages.get()
+        if isinstance(item, _End):
+            if item.error is not None:
+                raise item.error
+            return None
+        return item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+@dataclass
+class WorkerResult:
+    """What one worker did, summed over its segments."""
+
+    segments: int = 0
+    items: int = 0
+    rejects: int = 0
+    bytes: int = 0
+    leases_lost: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+class Loader:
+    """The per-process state of a worker: its connection, clients and cached table layouts."""
+
+    def __init__(self, cfg: MigrateConfig) -> None:
+        self.cfg = cfg
+        self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate")
+        self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+        self.owner = state.owner_id()
+        self.tables: dict[str, state.TableState] = {}
+        self.layouts: dict[str, Layout] = {}
+        self.limiters: dict[str, RateLimiter] = {}
+        self.result = WorkerResult()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def run(self, tables: list[str]) -> WorkerResult:
+        """Load segments of ``tables`` until none is left to claim."""
+        schema = self.cfg.state_schema
+        while (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None:
+            try:
+                self.load_segment(held)
+                self.result.segments += 1
+            except LeaseLost:
+                self.result.leases_lost += 1
+            except BaseException:
+                state.release(self.conn, schema, held)
+                raise
+        return self.result
+
+    def _table(self, name: str) -> tuple[state.TableState, Layout]:
+        if name not in self.tables:
+            found = state.get_table(self.conn, self.cfg.state_schema, name)
+            assert found is not None, f"table {name!r} has segments but no state"
+            self.tables[name] = found
+            self.layouts[name] = state.layout(self.conn, self.cfg.state_schema, found)
+            self.limiters[name] = RateLimiter(self.cfg.scan_rate)
+        return self.tables[name], self.layouts[name]
+
+    def load_segment(self, held: state.Claim) -> None:
+        table, layout = self._table(held.table_name)
+        limiter = self.limiters[held.table_name]
+        limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
+        reader = SegmentReader(
+            self.dynamo,
+            held.table_name,
+            segment=held.segment,
+            total_segments=table.total_segments,
+            start_key=held.last_key,
+            layout=layout,
+            limiter=limiter,
+            consistent_read=self.cfg.consistent_read,
+        )
+        reader.start()
+        try:
+            pending: Page | None = None
+            done = False
+            while not done:
+                done, pending, unknown = self._transaction(held, table, reader, pending)
+                if unknown:
+                    table = self._add_columns(table, unknown)
+                    reader.layout = self.layouts[held.table_name]
+                limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
+        finally:
+            reader.stop()
+
+    def _transaction(
+        self, held: state.Claim, table: state.TableState, reader: SegmentReader, pending: Page | None
+    ) -> tuple[bool, Page | None, tuple[tuple[str, str], ...]]:
+        """One transaction: pages' rows, their rejects, and the segment's new position.
+
+        Returns (segment done, a page left for the next transaction, attributes to add first).
+        """
+        layout = self.layouts[held.table_name]
+        schema = self.cfg.state_schema
+        last_key = held.last_key
+        done = False
+        unknown: tuple[tuple[str, str], ...] = ()
+        rejects: list[Reject] = []
+        items = scanned = nbytes = pages = 0
+        capacity = 0.0
+        started = time.monotonic()
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            stmt = copy_statement(table.target_schema, table.target_table, layout.column_names)
+            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
+                copy.write(COPY_HEADER)
+                while True:
+                    page = pending or reader.next_page()
+                    pending = None
+                    if page is None:
+                        done = True
+                        break
+                    encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
+                    if encoded.unknown:
+                        pending, unknown = page, encoded.unknown
+                        break
+                    copy.write(encoded.rows)
+                    rejects.extend(encoded.rejects)
+                    items += encoded.row_count
+                    scanned += encoded.scanned_count or 0
+                    nbytes += len(page.body)
+                    pages += 1
+                    capacity += encoded.consumed_capacity or 0.0
+                    last_key = encoded.last_evaluated_key
+                    if last_key is None:
+                        done = True
+                        break
+                    if nbytes >= self.cfg.commit_bytes or time.monotonic() - started >= self.cfg.commit_seconds:
+                        break
+                copy.write(COPY_TRAILER)
+            state.record_rejects(self.conn, schema, held.table_name, rejects)
+            moved = state.checkpoint(
+                self.conn,
+                schema,
+                held,
+                last_key=last_key,
+                done=done,
+                items=items,
+                rejects=len(rejects),
+                scanned=scanned,
+                nbytes=nbytes,
+                pages=pages,
+                capacity=capacity,
+                lease_seconds=self.cfg.lease_seconds,
+            )
+            if not moved:
+                raise LeaseLost(f"lost the lease on {held.table_name} segment {held.segment}")
+        self.result.items += items
+        self.result.rejects += len(rejects)
+        self.result.bytes += nbytes
+        return done, pending, unknown
+
+    def _add_columns(self, table: state.TableState, unknown: tuple[tuple[str, str], ...]) -> state.TableState:
+        """Register and add columns, retrying while other workers' transactions hold the table."""
+        attempt = 0
+        while True:
+            try:
+                updated = state.add_columns(
+                    self.conn, self.cfg.state_schema, table, unknown, column_limit=self.cfg.column_limit
+                )
+                break
+            except psycopg.errors.LockNotAvailable:
+                attempt += 1
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+        self.tables[table.table_name] = updated
+        self.layouts[table.table_name] = state.layout(self.conn, self.cfg.state_schema, updated)
+        return updated
+
+
+def w_load(cfg: MigrateConfig, tables: list[str]) -> WorkerResult:
+    """Worker process entry point: load segments of ``tables`` until none is left."""
+    loader = Loader(cfg)
+    try:
+        return loader.run(tables)
+    finally:
+        loader.close()
