@@ -9,6 +9,7 @@ segment's new position, so a crash at any moment loses nothing and duplicates no
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import threading
@@ -195,6 +196,8 @@ class Loader:
         self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate")
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         self.owner = state.owner_id()
+        # A worker whose coordinator died stops at its next transaction instead of loading on alone.
+        self.parent = os.getppid()
         self.tables: dict[str, state.TableState] = {}
         self.layouts: dict[str, Layout] = {}
         self.limiters: dict[str, RateLimiter] = {}
@@ -206,16 +209,23 @@ class Loader:
     def run(self, tables: list[str]) -> WorkerResult:
         """Load segments of ``tables`` until none is left to claim."""
         schema = self.cfg.state_schema
-        while (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None:
+        while not self.orphaned() and (
+            held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)
+        ) is not None:
             try:
                 self.load_segment(held)
                 self.result.segments += 1
             except LeaseLost:
+                # Harmless when another worker holds it now: release only matches our own lease.
+                state.release(self.conn, schema, held)
                 self.result.leases_lost += 1
             except BaseException:
                 state.release(self.conn, schema, held)
                 raise
         return self.result
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent
 
     def _table(self, name: str) -> tuple[state.TableState, Layout]:
         if name not in self.tables:
@@ -245,6 +255,8 @@ class Loader:
             pending: Page | None = None
             done = False
             while not done:
+                if self.orphaned():
+                    raise LeaseLost("the coordinator is gone: stopping")
                 done, pending, unknown = self._transaction(held, table, reader, pending)
                 if unknown:
                     table = self._add_columns(table, unknown)
