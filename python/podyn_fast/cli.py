@@ -81,6 +81,9 @@ def migrate(
     column_limit: Annotated[
         int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
     ] = 1500,
+    batch_mb: Annotated[
+        float, typer.Option(help="MB of rows per transaction (each commits the segment's position with its rows).")
+    ] = 16.0,
     region: Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
@@ -114,6 +117,7 @@ def migrate(
         state_schema=state_schema,
         column_limit=column_limit,
         defer_primary_key=defer_primary_key,
+        commit_bytes=max(1, int(batch_mb * 1e6)),
         progress=progress,
     )
     try:
