@@ -23,7 +23,7 @@ from psycopg.copy import QueuedLibpqWriter
 from podyn_fast import state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
 from podyn_fast.config import MigrateConfig
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import PodynError, Transient
 from podyn_fast.postgres.copy import copy_statement
 
@@ -72,6 +72,15 @@ class RateLimiter:
     def throttled(self) -> None:
         with self._lock:
             self.slowdown = min(self.slowdown * 2, 64.0)
+
+
+def _classify(e: ClientError | BodyChecksumError) -> tuple[bool, bool]:
+    """(worth retrying, was throttling) for a failed Scan request."""
+    if isinstance(e, BodyChecksumError):
+        return True, False
+    throttled = e.response.get("Error", {}).get("Code") in THROTTLING
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return throttled or status >= 500, throttled
 
 
 @dataclass
@@ -151,13 +160,11 @@ class SegmentReader(threading.Thread):
                     exclusive_start_key=key,
                     consistent_read=self.consistent_read,
                 )
-            except ClientError as e:
-                err = e.response.get("Error", {})
-                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                retryable = err.get("Code") in THROTTLING or status >= 500
+            except (ClientError, BodyChecksumError) as e:
+                retryable, throttled = _classify(e)
                 if not retryable or time.monotonic() > deadline or self.stopping.is_set():
                     raise
-                if err.get("Code") in THROTTLING:
+                if throttled:
                     self.limiter.throttled()
                 # botocore already retried with backoff; keep backing off, with jitter, up to 20 s.
                 attempt += 1
@@ -209,9 +216,10 @@ class Loader:
     def run(self, tables: list[str]) -> WorkerResult:
         """Load segments of ``tables`` until none is left to claim."""
         schema = self.cfg.state_schema
-        while not self.orphaned() and (
-            held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)
-        ) is not None:
+        while (
+            not self.orphaned()
+            and (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None
+        ):
             try:
                 self.load_segment(held)
                 self.result.segments += 1

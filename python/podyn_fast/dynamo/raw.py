@@ -9,19 +9,35 @@ attempt that succeeded, retries cannot mix bodies up.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import botocore.config
+import botocore.parsers
 import botocore.session
 import orjson
+
+from podyn_fast.errors import PodynError, Transient
 
 RAW_BODY = "PodynRawBody"
 
 
+class BodyChecksumError(PodynError, Transient):
+    """A response body does not match its ``x-amz-crc32`` header: it was damaged on the way."""
+
+
 def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
-    if response_dict["status_code"] == 200:
-        customized_response_dict[RAW_BODY] = response_dict["body"]
-        response_dict["body"] = b"{}"
+    if response_dict["status_code"] != 200:
+        return  # botocore reads the error code from the body to decide on retries
+    body: bytes = response_dict["body"]
+    # A damaged body is left to botocore, whose retry handler checks the CRC next and retries.
+    # But its standard mode returns the last attempt as a success even when that one fails the
+    # check too: without our RAW_BODY, scan_page then raises rather than pass the page on.
+    expected = response_dict["headers"].get("x-amz-crc32")
+    if expected is not None and zlib.crc32(body) & 0xFFFFFFFF != int(expected):
+        return
+    customized_response_dict[RAW_BODY] = body
+    response_dict["body"] = b"{}"
 
 
 class RawDynamo:
@@ -68,5 +84,11 @@ class RawDynamo:
             params["ExclusiveStartKey"] = orjson.loads(exclusive_start_key)
         if limit is not None:
             params["Limit"] = limit
-        body: bytes = self.client.scan(**params)[RAW_BODY]
+        try:
+            response = self.client.scan(**params)
+        except botocore.parsers.ResponseParserError as e:
+            raise BodyChecksumError(f"unreadable Scan response: {e}") from None
+        body: bytes | None = response.get(RAW_BODY)
+        if body is None:
+            raise BodyChecksumError("Scan response failed its CRC32 check on every attempt")
         return body
