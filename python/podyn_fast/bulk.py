@@ -8,6 +8,7 @@ earlier run stopped.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import PodynError, Terminal
 from podyn_fast.postgres import ddl
-from podyn_fast.worker import w_load
+from podyn_fast.worker import init_process, w_load
 
 
 class MigrateError(PodynError, Terminal):
@@ -49,7 +50,12 @@ def make_executor(workers: int) -> Executor:
     survive fork); one worker runs in a thread of this process, which is simpler to debug."""
     if workers == 1:
         return ThreadPoolExecutor(1, thread_name_prefix="loader")
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_process,
+        initargs=(os.getpid(),),
+    )
 
 
 def plan(
@@ -95,6 +101,7 @@ def plan(
         )
     layout = state.layout(conn, cfg.state_schema, recorded)
     with conn.transaction():
+        state.setup_lock(conn)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(recorded.target_schema)))
         conn.execute(
             ddl.create_table(
@@ -110,6 +117,7 @@ def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.Table
     layout = state.layout(conn, cfg.state_schema, table)
     by_attr = {(a, t): c for a, t, c in layout.columns}
     with conn.transaction():
+        state.setup_lock(conn)
         if table.deferred_primary_key:
             has_pk = conn.execute(
                 "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",

@@ -35,10 +35,16 @@ def _q(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
+def setup_lock(conn: psycopg.Connection[Any]) -> None:
+    """Serialise DDL with other podyn-fast processes until the caller's transaction ends:
+    ``CREATE … IF NOT EXISTS`` run concurrently can still fail on the catalogs' unique indexes."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_SETUP_LOCK])
+
+
 def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create the state schema and its tables if they do not exist (idempotent, concurrent-safe)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_SETUP_LOCK])
+        setup_lock(conn)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         for stmt in (
             """CREATE TABLE IF NOT EXISTS {tables} (
@@ -142,7 +148,7 @@ def register_table(
     """Record a table, its first columns and its segments, unless an earlier run did; then return
     what is recorded (the first run fixes mode, keys and TotalSegments)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_SETUP_LOCK])
+        setup_lock(conn)
         existing = get_table(conn, schema, state.table_name)
         if existing is not None:
             return existing

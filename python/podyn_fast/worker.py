@@ -203,8 +203,6 @@ class Loader:
         self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate")
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         self.owner = state.owner_id()
-        # A worker whose coordinator died stops at its next transaction instead of loading on alone.
-        self.parent = os.getppid()
         self.tables: dict[str, state.TableState] = {}
         self.layouts: dict[str, Layout] = {}
         self.limiters: dict[str, RateLimiter] = {}
@@ -216,24 +214,16 @@ class Loader:
     def run(self, tables: list[str]) -> WorkerResult:
         """Load segments of ``tables`` until none is left to claim."""
         schema = self.cfg.state_schema
-        while (
-            not self.orphaned()
-            and (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None
-        ):
+        while (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None:
             try:
                 self.load_segment(held)
                 self.result.segments += 1
             except LeaseLost:
-                # Harmless when another worker holds it now: release only matches our own lease.
-                state.release(self.conn, schema, held)
                 self.result.leases_lost += 1
             except BaseException:
                 state.release(self.conn, schema, held)
                 raise
         return self.result
-
-    def orphaned(self) -> bool:
-        return os.getppid() != self.parent
 
     def _table(self, name: str) -> tuple[state.TableState, Layout]:
         if name not in self.tables:
@@ -263,8 +253,6 @@ class Loader:
             pending: Page | None = None
             done = False
             while not done:
-                if self.orphaned():
-                    raise LeaseLost("the coordinator is gone: stopping")
                 done, pending, unknown = self._transaction(held, table, reader, pending)
                 if unknown:
                     table = self._add_columns(table, unknown)
@@ -354,6 +342,22 @@ class Loader:
         self.tables[table.table_name] = updated
         self.layouts[table.table_name] = state.layout(self.conn, self.cfg.state_schema, updated)
         return updated
+
+
+def init_process(coordinator: int) -> None:
+    """Worker process initializer: exit as soon as the coordinator is gone.
+
+    A pool worker whose parent was killed would otherwise load on alone, then wait forever for its
+    next task (its siblings keep the task pipe open). Dying mid-transaction is safe: PostgreSQL
+    rolls it back, and the lease of a dead process on this host is taken over at once.
+    """
+
+    def watch() -> None:
+        while os.getppid() == coordinator:
+            time.sleep(0.5)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent watchdog", daemon=True).start()
 
 
 def w_load(cfg: MigrateConfig, tables: list[str]) -> WorkerResult:
