@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from botocore.exceptions import ClientError
 from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -39,6 +40,8 @@ class TableReport:
 
     name: str
     items: int
+    loaded_now: int
+    """Items this run committed (the rest were loaded by an earlier run)."""
     rejects: int
     nbytes: int
     seconds: float
@@ -58,17 +61,25 @@ def make_executor(workers: int) -> Executor:
     )
 
 
-def plan(
-    conn: psycopg.Connection[Any], dynamo: RawDynamo, cfg: MigrateConfig, name: str
-) -> tuple[state.TableState, schema.SourceTable]:
+def describe(dynamo: RawDynamo, name: str) -> schema.SourceTable:
+    try:
+        return schema.source_table(dynamo.client.describe_table(TableName=name)["Table"])
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            where = dynamo.client.meta.region_name
+            raise MigrateError(f"DynamoDB table {name!r} not found (region {where})") from None
+        raise
+
+
+def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.SourceTable) -> state.TableState:
     """Describe the table, record it in the state schema (first run only) and create its target
     table. A rerun with other settings than the first is refused rather than mixed."""
-    source = schema.source_table(dynamo.client.describe_table(TableName=name)["Table"])
-    document = "data" if cfg.mode == "jsonb" else None
+    name = source.name
+    columns = schema.initial_columns(source, lower_case=cfg.lower_case)
     wanted = state.TableState(
         table_name=name,
         target_schema=cfg.target_schema,
-        target_table=name,
+        target_table=schema.target_table_name(name),
         mode=cfg.mode,
         lower_case=cfg.lower_case,
         keys=source.keys,
@@ -76,9 +87,8 @@ def plan(
         total_segments=cfg.segments or schema.default_segments(source, cfg.workers),
         deferred_primary_key=cfg.defer_primary_key,
         phase="loading",
-        document_column=document,
+        document_column=schema.document_column(columns) if cfg.mode == "jsonb" else None,
     )
-    columns = schema.initial_columns(source, lower_case=cfg.lower_case)
     recorded = state.register_table(
         conn, cfg.state_schema, wanted, columns, item_count=source.item_count, size_bytes=source.size_bytes
     )
@@ -108,7 +118,7 @@ def plan(
                 recorded.target_schema, recorded.target_table, layout, primary_key=not recorded.deferred_primary_key
             )
         )
-    return recorded, source
+    return recorded
 
 
 def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.TableState) -> None:
@@ -155,12 +165,15 @@ def run(cfg: MigrateConfig, console: Console | None = None) -> list[TableReport]
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
     with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate") as conn:
         state.ensure_schema(conn, cfg.state_schema)
-        planned = {name: plan(conn, dynamo, cfg, name) for name in names}
-        tables = {name: t for name, (t, _) in planned.items()}
+        # Every table is described before any is created: a missing one stops the run untouched.
+        sources = [describe(dynamo, name) for name in names]
+        tables = {src.name: plan(conn, cfg, src) for src in sources}
+        before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
         started = time.monotonic()
-        todo = {n: src.item_count for n, (t, src) in planned.items() if t.phase == "loading"}
+        todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}
         if todo:
             _load(conn, cfg, todo, console)
+        seconds = time.monotonic() - started
         reports = []
         for name, table in tables.items():
             p = state.progress(conn, cfg.state_schema, name)
@@ -168,7 +181,7 @@ def run(cfg: MigrateConfig, console: Console | None = None) -> list[TableReport]
             if not loaded and p.segments_done == p.total_segments:
                 finish(conn, cfg, table)
                 loaded = True
-            reports.append(TableReport(name, p.items, p.rejects, p.bytes, time.monotonic() - started, loaded))
+            reports.append(TableReport(name, p.items, p.items - before[name], p.rejects, p.bytes, seconds, loaded))
     return reports
 
 
@@ -217,17 +230,20 @@ def _watch(
 
 def summary(reports: list[TableReport]) -> Table:
     t = Table(title="podyn-fast migrate")
-    for col in ("table", "items", "rejects", "MB", "seconds", "items/s", "state"):
-        t.add_column(col, justify="right" if col not in ("table", "state") else "left")
+    t.add_column("table", overflow="fold")
+    for col in ("items", "rejects", "MB", "seconds", "items/s"):
+        t.add_column(col, justify="right")
+    t.add_column("state")
     for r in reports:
-        rate = r.items / r.seconds if r.seconds > 0 else 0.0
+        # The rate of this run's own work; a rerun that found everything loaded has none.
+        rate = f"{r.loaded_now / r.seconds:,.0f}" if r.loaded_now and r.seconds > 0 else "-"
         t.add_row(
             r.name,
             f"{r.items:,}",
             f"{r.rejects:,}",
             f"{r.nbytes / 1e6:.1f}",
             f"{r.seconds:.1f}",
-            f"{rate:,.0f}",
+            rate,
             "loaded" if r.loaded else "INCOMPLETE",
         )
     return t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import botocore.exceptions
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 
 from podyn_fast import __version__, bulk
-from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted
+from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, scrub
 from podyn_fast.errors import PodynError
 
 app = typer.Typer(
@@ -94,6 +95,7 @@ def migrate(
     Run the same command again after any interruption: it continues where the last run committed.
     """
     console = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
     url = postgres_url(postgres)
     if url is None:
         console.print("[red]error:[/] no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
@@ -123,7 +125,7 @@ def migrate(
     try:
         reports = bulk.run(cfg, console)
     except PodynError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {scrub(str(e), url)}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     except botocore.exceptions.NoCredentialsError:
         console.print(
@@ -132,8 +134,8 @@ def migrate(
         )
         raise typer.Exit(1) from None
     except Exception as e:
-        # Connection errors may quote the connection string: never print the password.
-        console.print(f"[red]error:[/] {type(e).__name__}: {str(e).replace(url, redacted(url))}")
+        # Connection errors may quote the connection string or the password: never print them.
+        console.print(f"error: {type(e).__name__}: {scrub(str(e), url)}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     console.print(bulk.summary(reports))
     rejects = sum(r.rejects for r in reports)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import unquote
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -19,6 +21,34 @@ def postgres_url(given: str | None) -> str | None:
     if url and url.startswith("jdbc:"):
         url = url[len("jdbc:") :]
     return url or None
+
+
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*:([^@/?#]*)@")
+_KEYWORD_PASSWORD = re.compile(r"""(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)""")
+
+
+def secrets_of(url: str) -> list[str]:
+    """Every spelling of the password in a connection string (as written, percent-decoded, parsed
+    by libpq), longest first, even when libpq cannot parse the rest: error messages quote them."""
+    found: set[str] = set()
+    for match in (*_URL_PASSWORD.finditer(url), *_KEYWORD_PASSWORD.finditer(url)):
+        raw = match.group(1).strip("'")
+        found |= {raw, unquote(raw)}
+    try:
+        parsed = conninfo_to_dict(url).get("password")
+    except Exception:  # an unparsable string: the patterns above are all we have
+        parsed = None
+    if parsed:
+        found.add(str(parsed))
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the connection string shown without its password and the password nowhere."""
+    text = text.replace(url, redacted(url))
+    for secret in secrets_of(url):
+        text = text.replace(secret, "********")
+    return text
 
 
 def redacted(url: str) -> str:

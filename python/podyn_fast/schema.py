@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +65,31 @@ def initial_columns(source: SourceTable, *, lower_case: bool) -> list[tuple[str,
 
 
 def index_name(target_table: str, index: str) -> str:
-    """A name unique in the schema (index names are schema-wide) and within 63 bytes."""
-    return fit_ident(f"{target_table}_{index}")
+    """A name unique in the schema and within 63 bytes.
+
+    Index names share one namespace with every table and index of the schema, and
+    ``CREATE INDEX IF NOT EXISTS`` silently skips a taken name; ``table_index`` alone is ambiguous
+    (``a_b`` + ``c`` vs ``a`` + ``b_c``) and may be a table's ``_pkey``. A hash of the pair keeps
+    it unique and deterministic.
+    """
+    digest = hashlib.sha1(f"{target_table}\x00{index}".encode(), usedforsecurity=False).hexdigest()[:8]
+    readable = f"{target_table}_{index}".encode()[: 63 - 9].decode("utf-8", "ignore")
+    return f"{readable}_{digest}"
+
+
+def target_table_name(dynamo_name: str) -> str:
+    """The PostgreSQL name of a DynamoDB table: the same, fitted to 63 bytes (DynamoDB allows 255;
+    PostgreSQL would cut it silently, and two long names could then land in one table)."""
+    return fit_ident(dynamo_name)
+
+
+def document_column(columns: Sequence[tuple[str, str, str]]) -> str:
+    """The jsonb mode's whole-item column: ``data``, unless a key attribute already has that name."""
+    taken = {c for _, _, c in columns}
+    name, n = "data", 2
+    while name in taken:
+        name, n = f"data_{n}", n + 1
+    return name
 
 
 def default_segments(source: SourceTable, workers: int) -> int:

@@ -9,6 +9,7 @@ segment's new position, so a crash at any moment loses nothing and duplicates no
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import random
@@ -29,8 +30,12 @@ from podyn_fast.postgres.copy import copy_statement
 
 # Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
 THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-# Give up on one Scan request after failing this long (throttling or 5xx beyond botocore's retries).
-MAX_RETRY_SECONDS = 600.0
+# Give up on one Scan request after failing this long beyond botocore's own retries: throttling
+# passes when the table's capacity allows; server errors that last minutes will not.
+MAX_THROTTLED_SECONDS = 600.0
+MAX_FAILING_SECONDS = 120.0
+
+log = logging.getLogger("podyn_fast")
 # Pages read ahead of the COPY: enough to hide a network round trip, few enough to bound memory.
 READ_AHEAD = 2
 
@@ -148,7 +153,7 @@ class SegmentReader(threading.Thread):
                 continue
 
     def _scan(self, key: bytes | None) -> bytes:
-        deadline = time.monotonic() + MAX_RETRY_SECONDS
+        started = time.monotonic()
         attempt = 0
         while True:
             self.limiter.wait()
@@ -162,13 +167,22 @@ class SegmentReader(threading.Thread):
                 )
             except (ClientError, BodyChecksumError) as e:
                 retryable, throttled = _classify(e)
-                if not retryable or time.monotonic() > deadline or self.stopping.is_set():
+                limit = MAX_THROTTLED_SECONDS if throttled else MAX_FAILING_SECONDS
+                if not retryable or time.monotonic() - started > limit or self.stopping.is_set():
                     raise
                 if throttled:
                     self.limiter.throttled()
                 # botocore already retried with backoff; keep backing off, with jitter, up to 20 s.
                 attempt += 1
-                time.sleep(random.uniform(0, min(20.0, 0.5 * 2**attempt)))  # noqa: S311
+                delay = random.uniform(0, min(20.0, 0.5 * 2**attempt))  # noqa: S311
+                log.warning(
+                    "Scan of %s segment %d failed after retries (%s); trying again in %.1f s",
+                    self.table,
+                    self.segment,
+                    e,
+                    delay,
+                )
+                time.sleep(delay)
 
     def next_page(self) -> Page | None:
         item = self.pages.get()
@@ -351,6 +365,8 @@ def init_process(coordinator: int) -> None:
     next task (its siblings keep the task pipe open). Dying mid-transaction is safe: PostgreSQL
     rolls it back, and the lease of a dead process on this host is taken over at once.
     """
+
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
 
     def watch() -> None:
         while os.getppid() == coordinator:
