@@ -1,0 +1,100 @@
+"""migrate options over the fast Scan server: the overflow column, a deferred primary key, pacing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+
+from podyn_fast import state
+from tests import reference
+from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT
+from tests.servers.scan import ScanServer, all_types_item, typical_item
+
+EXE = str(Path(sys.executable).parent / "podyn-fast")
+
+
+@pytest.fixture
+def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"o_{tag}", f"o_{tag}_state"
+    yield target, state_schema
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for s in (target, state_schema):
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
+
+
+def _migrate(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        EXE, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
+        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _check(conn: psycopg.Connection[Any], schemas: tuple[str, str], table: str, items: list[Any]) -> None:
+    found = state.get_table(conn, schemas[1], table)
+    assert found is not None
+    reference.check_table(conn, schemas[0], table, state.layout(conn, schemas[1], found), items)
+
+
+def test_attributes_past_the_column_limit_go_to_the_overflow_column(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    done = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, "--table", ALL_TYPES, "--column-limit", "12")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        found = state.get_table(conn, schemas[1], ALL_TYPES)
+        assert found is not None and found.document_column == "_overflow"
+        layout = state.layout(conn, schemas[1], found)
+        assert len(layout.columns) <= 12 and layout.column_names[-1] == "_overflow"
+        overflowing = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{} WHERE _overflow IS NOT NULL").format(
+                sql.Identifier(schemas[0]), sql.Identifier(ALL_TYPES)
+            )
+        ).fetchone()
+        assert overflowing is not None and overflowing[0] > ALL_TYPES_COUNT // 2
+        # Every attribute is somewhere: in its column, or under its name in the overflow document.
+        _check(conn, schemas, ALL_TYPES, [orjson.loads(all_types_item(i)) for i in range(ALL_TYPES_COUNT)])
+
+
+def test_deferred_primary_key_is_added_after_the_load(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    done = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--defer-primary-key")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        pk = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+            [sql.Identifier(schemas[0], TYPICAL).as_string(conn)],
+        ).fetchall()
+        assert pk == [("PRIMARY KEY (pk, sk)",)]
+        _check(conn, schemas, TYPICAL, [orjson.loads(typical_item(i)) for i in range(TYPICAL_COUNT)])
+
+
+def test_scan_rate_paces_the_reads(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
+    # The typical table is ~9 MB: ~1,100 read units at eventual consistency. At 500 units/s shared by
+    # two workers the load cannot take less than about two seconds of reading.
+    started = time.monotonic()
+    done = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--scan-rate", "500", "--workers", "2")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT sum(capacity) FROM {}.segments").format(sql.Identifier(schemas[1]))
+        ).fetchone()
+    assert row is not None
+    capacity = float(row[0])
+    assert capacity > 500
+    # Each worker waits before its next request for what its last page cost, so only each worker's
+    # first page (≈ 130 units) is free.
+    assert elapsed >= (capacity - 2 * 130) / 250, (elapsed, capacity)
