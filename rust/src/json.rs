@@ -151,46 +151,16 @@ impl<'a> Reader<'a> {
     pub fn number(&mut self) -> JsonResult<&'a [u8]> {
         self.ws();
         let start = self.pos;
-        let b = self.buf;
-        let mut p = self.pos;
-        if b.get(p) == Some(&b'-') {
-            p += 1;
-        }
-        let int_start = p;
-        while b.get(p).is_some_and(u8::is_ascii_digit) {
-            p += 1;
-        }
-        if p == int_start {
-            self.pos = p;
-            return self.err("invalid number");
-        }
-        if b.get(p) == Some(&b'.') {
-            p += 1;
-            let s = p;
-            while b.get(p).is_some_and(u8::is_ascii_digit) {
-                p += 1;
+        match number_end(self.buf, start) {
+            Ok(end) => {
+                self.pos = end;
+                Ok(&self.buf[start..end])
             }
-            if p == s {
-                self.pos = p;
-                return self.err("invalid number");
+            Err(at) => {
+                self.pos = at;
+                self.err("invalid number")
             }
         }
-        if matches!(b.get(p), Some(b'e' | b'E')) {
-            p += 1;
-            if matches!(b.get(p), Some(b'+' | b'-')) {
-                p += 1;
-            }
-            let s = p;
-            while b.get(p).is_some_and(u8::is_ascii_digit) {
-                p += 1;
-            }
-            if p == s {
-                self.pos = p;
-                return self.err("invalid number");
-            }
-        }
-        self.pos = p;
-        Ok(&b[start..p])
     }
 
     /// Read an unsigned integer (as `Count` and `ScannedCount` are).
@@ -323,6 +293,39 @@ impl<'a> Reader<'a> {
         self.skip_value()?;
         Ok(&self.buf[start..self.pos])
     }
+}
+
+/// The end of the number in JSON's grammar that starts at `start` (`-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?`),
+/// or where it stops being one.
+pub fn number_end(b: &[u8], start: usize) -> Result<usize, usize> {
+    let digits = |mut p: usize| {
+        while b.get(p).is_some_and(u8::is_ascii_digit) {
+            p += 1;
+        }
+        p
+    };
+    let mut p = start + usize::from(b.get(start) == Some(&b'-'));
+    p = match b.get(p) {
+        Some(b'0') => p + 1,
+        Some(b'1'..=b'9') => digits(p),
+        _ => return Err(p),
+    };
+    if b.get(p) == Some(&b'.') {
+        let end = digits(p + 1);
+        if end == p + 1 {
+            return Err(end);
+        }
+        p = end;
+    }
+    if matches!(b.get(p), Some(b'e' | b'E')) {
+        p += 1 + usize::from(matches!(b.get(p + 1), Some(b'+' | b'-')));
+        let end = digits(p);
+        if end == p {
+            return Err(end);
+        }
+        p = end;
+    }
+    Ok(p)
 }
 
 const LOW_BITS: u64 = 0x0101_0101_0101_0101;

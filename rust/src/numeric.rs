@@ -162,40 +162,7 @@ pub fn write_binary(d: &Decimal<'_>, out: &mut Vec<u8>) {
 
 /// True when `text` is already a number in JSON's grammar (so it can be copied as is).
 pub fn is_json_number(text: &[u8]) -> bool {
-    let mut p = usize::from(text.first() == Some(&b'-'));
-    match text.get(p) {
-        Some(b'0') => p += 1,
-        Some(b'1'..=b'9') => {
-            while text.get(p).is_some_and(u8::is_ascii_digit) {
-                p += 1;
-            }
-        }
-        _ => return false,
-    }
-    if text.get(p) == Some(&b'.') {
-        p += 1;
-        let s = p;
-        while text.get(p).is_some_and(u8::is_ascii_digit) {
-            p += 1;
-        }
-        if p == s {
-            return false;
-        }
-    }
-    if matches!(text.get(p), Some(b'e' | b'E')) {
-        p += 1;
-        if matches!(text.get(p), Some(b'+' | b'-')) {
-            p += 1;
-        }
-        let s = p;
-        while text.get(p).is_some_and(u8::is_ascii_digit) {
-            p += 1;
-        }
-        if p == s {
-            return false;
-        }
-    }
-    p == text.len()
+    crate::json::number_end(text, 0) == Ok(text.len())
 }
 
 /// Append `d` as a JSON number that PostgreSQL reads back with the same digits and scale.
