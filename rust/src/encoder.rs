@@ -376,6 +376,11 @@ impl<'l, 'a> Encoder<'l, 'a> {
                         return Err("empty attribute name cannot be a column".into());
                     }
                     if !self.out.unknown.iter().any(|(n, t)| n.as_bytes() == name && *t == ty) {
+                        // A value that could never be stored must not create a column: check it
+                        // now (rare: only the first time an attribute is seen) and reject instead.
+                        let mut probe = Vec::new();
+                        pgcopy::write_field(ty, attr.ty, attr.value, attr.text, &mut probe, &mut self.scratch)
+                            .map_err(|why| format!("attribute {:?}: {why}", String::from_utf8_lossy(name)))?;
                         // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
                         let n = String::from_utf8_lossy(name).into_owned();
                         self.out.unknown.push((n, ty));
@@ -573,6 +578,16 @@ mod tests {
         let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
         assert_eq!(e.unknown, [("ip".to_string(), ColumnType::Boolean), ("new".to_string(), ColumnType::TextArray)]);
         assert!(e.rows.is_empty() && e.row_count == 0 && e.rejects.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_attribute_that_cannot_be_stored_creates_no_column() {
+        let l = layout(&[]);
+        let body = page(r#"{"pk":{"S":"a"},"sk":{"N":"1"},"bad":{"S":"x\u0000"}}, {"pk":{"S":"b"},"sk":{"N":"2"}}"#);
+        let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
+        assert!(e.unknown.is_empty(), "{:?}", e.unknown);
+        assert_eq!((e.row_count, e.rejects.len()), (1, 1));
+        assert!(e.rejects[0].reason.contains("\"bad\""), "{}", e.rejects[0].reason);
     }
 
     #[test]
