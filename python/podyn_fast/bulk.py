@@ -207,14 +207,16 @@ def _watch(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[mb]:.1f} MB"),
+        TextColumn("{task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         disable=not cfg.progress,
         transient=False,
     ) as bar:
-        tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0) for n, estimate in estimates.items()}
+        tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0, rate=0.0) for n, estimate in estimates.items()}
+        first = {n: state.progress(conn, cfg.state_schema, n).bytes for n in estimates}
+        started = time.monotonic()
         while True:
             finished = all(f.done() for f in futures)
             for n in estimates:
@@ -222,7 +224,8 @@ def _watch(
                 total = bar.tasks[tasks[n]].total
                 if p.segments_done == p.total_segments or (total is not None and p.items > total):
                     total = p.items  # DescribeTable's ItemCount is refreshed every ~6 hours: trust the count
-                bar.update(tasks[n], completed=p.items, total=total, mb=p.bytes / 1e6)
+                rate = (p.bytes - first[n]) / 1e6 / max(time.monotonic() - started, 1e-3)
+                bar.update(tasks[n], completed=p.items, total=total, mb=p.bytes / 1e6, rate=rate)
             if finished:
                 return
             time.sleep(0.5)
