@@ -18,6 +18,7 @@ __all__ = [
     "Encoded",
     "Layout",
     "Reject",
+    "StreamBatch",
     "__version__",
     "column_type",
     "fit_ident",
@@ -79,6 +80,36 @@ class Encoded:
         """``ConsumedCapacity.CapacityUnits``, when the request asked for it."""
 
 @final
+class StreamBatch:
+    """One GetRecords response, collapsed per key: only the last change of each key counts."""
+
+    @property
+    def upserts(self) -> Encoded:
+        """Rows of the last new image of each upserted key, with unknown attributes and rejects
+        (records whose key cannot be stored are rejects too). Complete only when
+        ``upserts.unknown`` is empty: then register the columns and encode the body again."""
+    @property
+    def deletes(self) -> bytes:
+        """Binary COPY rows of the key columns (in key order) of keys whose last change is REMOVE."""
+    @property
+    def delete_count(self) -> int: ...
+    @property
+    def fetch(self) -> tuple[bytes, ...]:
+        """``Keys`` (DynamoDB JSON) of keys whose last change carries no new image (KEYS_ONLY or
+        OLD_IMAGE streams): read the items (BatchGetItem); absent ones are deletes."""
+    @property
+    def records(self) -> int:
+        """Records in the response."""
+    @property
+    def last_sequence_number(self) -> str | None: ...
+    @property
+    def last_created(self) -> float | None:
+        """ApproximateCreationDateTime of the last record, in epoch seconds."""
+    @property
+    def next_shard_iterator(self) -> str | None:
+        """None when the shard is closed and has been read to its end."""
+
+@final
 class Layout:
     """Which attribute (and type) goes to which column, in COPY column order.
 
@@ -131,6 +162,13 @@ class Layout:
         Raises:
             BodyError: the body is not a readable Scan response.
             DynamoServiceError: the body is a DynamoDB error document.
+        """
+    def encode_records(self, body: bytes) -> StreamBatch:
+        """Encode the raw body of a DynamoDB Streams GetRecords response.
+
+        Raises:
+            BodyError: the body is not a readable GetRecords response.
+            DynamoServiceError: the body is an error document.
         """
     def encode_item(self, item: bytes) -> Encoded:
         """Encode one item given as a raw DynamoDB attribute map (``{"pk": {"S": "a"}, ...}``).

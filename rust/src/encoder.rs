@@ -71,26 +71,26 @@ enum Pass1 {
     Reject(Reason),
 }
 
-fn syntax(e: SyntaxError) -> CoreError {
+pub(crate) fn syntax(e: SyntaxError) -> CoreError {
     CoreError::BadBody { offset: e.offset, why: e.why.to_string() }
 }
 
-fn bad_body(offset: usize, why: &str) -> CoreError {
+pub(crate) fn bad_body(offset: usize, why: &str) -> CoreError {
     CoreError::BadBody { offset, why: why.to_string() }
 }
 
 /// Encodes bodies for one layout. Holds only reusable buffers: make one per call or per thread.
 pub struct Encoder<'l, 'a> {
-    layout: &'l Layout,
+    pub(crate) layout: &'l Layout,
     attrs: Vec<Attr<'a>>,
     /// For each column, 1 + the index in `attrs` of its value, or 0.
     slots: Vec<u32>,
-    scratch: Scratch,
+    pub(crate) scratch: Scratch,
     name: Vec<u8>,
     /// The attribute names of the previous item, by position, with their layout entries: items of
     /// one table mostly list attributes in the same order, so a comparison replaces a hash lookup.
     predicted: Vec<(&'a [u8], Option<u32>)>,
-    out: Encoded,
+    pub(crate) out: Encoded,
 }
 
 impl<'l, 'a> Encoder<'l, 'a> {
@@ -191,7 +191,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
         Ok(self.finish())
     }
 
-    fn finish(mut self) -> Encoded {
+    pub(crate) fn finish(mut self) -> Encoded {
         if !self.out.unknown.is_empty() {
             self.out.rows.clear();
             self.out.row_count = 0;
@@ -215,7 +215,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
         }
     }
 
-    fn one_item(&mut self, r: &mut Reader<'a>) -> JsonResult<()> {
+    pub(crate) fn one_item(&mut self, r: &mut Reader<'a>) -> JsonResult<()> {
         self.out.item_count += 1;
         r.ws();
         let start = r.pos;
@@ -475,7 +475,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
     }
 }
 
-fn check_utf8(body: &[u8]) -> CoreResult<()> {
+pub(crate) fn check_utf8(body: &[u8]) -> CoreResult<()> {
     std::str::from_utf8(body).map(|_| ()).map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
 }
 

@@ -135,6 +135,22 @@ impl PyLayout {
         Ok(PyEncoded::from_core(py, encoded))
     }
 
+    fn encode_records(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyStreamBatch> {
+        let buffer = ROWS.take();
+        let batch = py.detach(|| Encoder::with_buffer(&self.inner, buffer).records(body))?;
+        let fetch: Vec<Bound<'_, PyBytes>> = batch.fetch.iter().map(|k| PyBytes::new(py, k)).collect();
+        Ok(PyStreamBatch {
+            upserts: Py::new(py, PyEncoded::from_core(py, batch.upserts))?,
+            deletes: PyBytes::new(py, &batch.deletes).unbind(),
+            delete_count: batch.delete_count,
+            fetch: PyTuple::new(py, fetch)?.unbind(),
+            records: batch.records,
+            last_sequence_number: batch.last_sequence_number,
+            last_created: batch.last_created,
+            next_shard_iterator: batch.next_shard_iterator,
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!("Layout(mode={:?}, columns={:?})", self.mode(), self.inner.column_names())
     }
@@ -231,6 +247,34 @@ impl PyEncoded {
     }
 }
 
+/// One GetRecords response, collapsed per key.
+#[pyclass(frozen, name = "StreamBatch", module = "podyn_fast._core")]
+pub struct PyStreamBatch {
+    #[pyo3(get)]
+    upserts: Py<PyEncoded>,
+    #[pyo3(get)]
+    deletes: Py<PyBytes>,
+    #[pyo3(get)]
+    delete_count: u64,
+    #[pyo3(get)]
+    fetch: Py<PyTuple>,
+    #[pyo3(get)]
+    records: u64,
+    #[pyo3(get)]
+    last_sequence_number: Option<String>,
+    #[pyo3(get)]
+    last_created: Option<f64>,
+    #[pyo3(get)]
+    next_shard_iterator: Option<String>,
+}
+
+#[pymethods]
+impl PyStreamBatch {
+    fn __repr__(&self) -> String {
+        format!("StreamBatch(records={}, deletes={})", self.records, self.delete_count)
+    }
+}
+
 /// Quote an identifier (always quoted, quotes doubled).
 #[pyfunction]
 fn quote_ident(name: &str) -> PyResult<String> {
@@ -265,6 +309,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLayout>()?;
     m.add_class::<PyEncoded>()?;
     m.add_class::<PyReject>()?;
+    m.add_class::<PyStreamBatch>()?;
     m.add_function(wrap_pyfunction!(quote_ident, m)?)?;
     m.add_function(wrap_pyfunction!(fit_ident, m)?)?;
     m.add_function(wrap_pyfunction!(column_type, m)?)?;
