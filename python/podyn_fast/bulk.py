@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -156,8 +157,12 @@ def _all_tables(dynamo: RawDynamo) -> list[str]:
         kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
 
 
-def run(cfg: MigrateConfig, console: Console | None = None) -> list[TableReport]:
-    """Load every table of ``cfg``; returns one report per table."""
+def run(
+    cfg: MigrateConfig, console: Console | None = None, on_planned: Callable[[list[str]], None] | None = None
+) -> list[TableReport]:
+    """Load every table of ``cfg``; returns one report per table. ``on_planned`` is called with the
+    table names once they are recorded and created, before any row is loaded (``--follow`` starts
+    capturing changes there)."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
     names = list(cfg.tables) or _all_tables(dynamo)
@@ -168,6 +173,8 @@ def run(cfg: MigrateConfig, console: Console | None = None) -> list[TableReport]
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
         tables = {src.name: plan(conn, cfg, src) for src in sources}
+        if on_planned is not None:
+            on_planned(list(tables))
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
         started = time.monotonic()
         todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}

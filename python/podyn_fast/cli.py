@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from dataclasses import replace
 from typing import Annotated
 
 import botocore.exceptions
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from podyn_fast import __version__, bulk
 from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, scrub
 from podyn_fast.errors import PodynError
+from podyn_fast.follow import FollowConfig, Follower, FollowReport
 
 app = typer.Typer(
     name="podyn-fast",
@@ -89,6 +94,13 @@ def migrate(
     endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Capture stream changes from the start of the load, then keep applying them."),
+    ] = False,
+    exit_when_idle: Annotated[
+        float | None, typer.Option(help="With --follow: exit once every shard has been idle this many seconds.")
+    ] = None,
 ) -> None:
     """Create the tables in PostgreSQL and bulk-load them by parallel scan, resumably.
 
@@ -122,8 +134,21 @@ def migrate(
         commit_bytes=max(1, int(batch_mb * 1e6)),
         progress=progress,
     )
+    follower: Following | None = None
+    if follow:
+        fcfg = FollowConfig(
+            postgres_url=url,
+            aws=cfg.aws,
+            state_schema=state_schema,
+            column_limit=column_limit,
+            exit_when_idle=exit_when_idle,
+        )
+        follower = Following(fcfg, console)
     try:
-        reports = bulk.run(cfg, console)
+        reports = bulk.run(cfg, console, on_planned=follower.start if follower else None)
+        if follower is not None:
+            console.print(bulk.summary(reports))
+            follower.wait()
     except PodynError as e:
         console.print(f"[red]error:[/] {scrub(str(e), url)}", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -137,13 +162,118 @@ def migrate(
         # Connection errors may quote the connection string or the password: never print them.
         console.print(f"error: {type(e).__name__}: {scrub(str(e), url)}", markup=False, highlight=False)
         raise typer.Exit(1) from None
-    console.print(bulk.summary(reports))
+    if follower is None:
+        console.print(bulk.summary(reports))
     rejects = sum(r.rejects for r in reports)
     if rejects:
         console.print(
             f"[yellow]{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason"
         )
-    if rejects or not all(r.loaded for r in reports):
+    if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
+        raise typer.Exit(1)
+
+
+class Following:
+    """A follower in a thread of its own, stopped by SIGTERM/SIGINT (after its batch in flight)."""
+
+    def __init__(self, cfg: FollowConfig, console: Console) -> None:
+        self.cfg, self.console = cfg, console
+        self.stop = threading.Event()
+        self.reports: list[FollowReport] = []
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, tables: list[str] | None = None) -> None:
+        cfg = replace(self.cfg, tables=tuple(tables)) if tables is not None else self.cfg
+        follower = Follower(cfg, self.stop)
+
+        def run() -> None:
+            try:
+                self.reports = follower.run()
+            except BaseException as e:  # reported by wait(), in the main thread
+                self.error = e
+                self.stop.set()
+
+        self.thread = threading.Thread(target=run, name="follower", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Until the follower ends (idle, or every table stopped) or a signal asks it to."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        assert self.thread is not None
+        while self.thread.is_alive():
+            self.thread.join(0.5)
+        if self.error is not None:
+            raise self.error
+        table = Table(title="podyn-fast follow")
+        for col in ("table", "changes applied", "lag", "state"):
+            table.add_column(col)
+        for r in self.reports:
+            lag = f"{r.lag_seconds:.1f} s" if r.lag_seconds is not None else "-"
+            table.add_row(r.name, f"{r.applied:,}", lag, "stopped: " + r.stopped if r.stopped else "ok")
+        self.console.print(table)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.stopped for r in self.reports)
+
+
+@app.command()
+def follow(
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url",
+            "-u",
+            "--postgres-jdbc-url",
+            help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="Table to follow (repeat, or a,b); default: all migrated.")
+    ] = None,
+    exit_when_idle: Annotated[
+        float | None, typer.Option(help="Exit once every shard has been read to its end or idle this many seconds.")
+    ] = None,
+    state_schema: Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")] = "podyn",
+    column_limit: Annotated[
+        int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
+    ] = 1500,
+    region: Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+) -> None:
+    """Apply DynamoDB Streams changes to the migrated tables, exactly once, until stopped.
+
+    SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
+    """
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    url = postgres_url(postgres)
+    if url is None:
+        console.print("[red]error:[/] no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
+        raise typer.Exit(2)
+    cfg = FollowConfig(
+        postgres_url=url,
+        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        tables=_tables(table),
+        state_schema=state_schema,
+        column_limit=column_limit,
+        exit_when_idle=exit_when_idle,
+    )
+    following = Following(cfg, console)
+    try:
+        following.start()
+        following.wait()
+    except PodynError as e:
+        console.print(f"error: {scrub(str(e), url)}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except Exception as e:
+        console.print(f"error: {type(e).__name__}: {scrub(str(e), url)}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if following.failed:
         raise typer.Exit(1)
 
 

@@ -61,6 +61,8 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                 document_column text,
                 item_count_estimate bigint,
                 size_bytes_estimate bigint,
+                stream_arn text,
+                stopped text,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 loaded_at timestamptz)""",
             """CREATE TABLE IF NOT EXISTS {columns} (
@@ -86,6 +88,22 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                 owner text,
                 lease_until timestamptz,
                 PRIMARY KEY (table_name, segment))""",
+            """CREATE TABLE IF NOT EXISTS {shards} (
+                table_name text NOT NULL REFERENCES {tables} ON DELETE CASCADE,
+                stream_arn text NOT NULL,
+                shard_id text NOT NULL,
+                parent_shard_id text,
+                last_sequence text,
+                finished boolean NOT NULL DEFAULT false,
+                records bigint NOT NULL DEFAULT 0,
+                last_created double precision,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (table_name, stream_arn, shard_id))""",
+            """CREATE TABLE IF NOT EXISTS {changes} (
+                id bigserial PRIMARY KEY,
+                table_name text NOT NULL REFERENCES {tables} ON DELETE CASCADE,
+                shard_id text NOT NULL,
+                body bytea NOT NULL)""",
             """CREATE TABLE IF NOT EXISTS {rejects} (
                 id bigserial PRIMARY KEY,
                 table_name text NOT NULL,
@@ -100,6 +118,8 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                     columns=_q(schema, "columns"),
                     segments=_q(schema, "segments"),
                     rejects=_q(schema, "rejects"),
+                    shards=_q(schema, "shards"),
+                    changes=_q(schema, "changes"),
                 )
             )
 
@@ -119,13 +139,17 @@ class TableState:
     deferred_primary_key: bool
     phase: str
     document_column: str | None
+    stream_arn: str | None = None
+    """The stream `follow` reads; a different LatestStreamArn later means changes were lost."""
+    stopped: str | None = None
+    """Why following this table stopped (a gap), if it did."""
 
 
 def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableState | None:
     row = conn.execute(
         sql.SQL(
             "SELECT table_name, target_schema, target_table, mode, lower_case, keys, indexes, total_segments,"
-            " deferred_primary_key, phase, document_column FROM {} WHERE table_name = %s"
+            " deferred_primary_key, phase, document_column, stream_arn, stopped FROM {} WHERE table_name = %s"
         ).format(_q(schema, "tables")),
         [table],
     ).fetchone()
@@ -133,7 +157,9 @@ def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableSt
         return None
     keys = [(a, t) for a, t in row[5]]
     indexes = [(n, [(a, t) for a, t in k]) for n, k in row[6]]
-    return TableState(row[0], row[1], row[2], row[3], row[4], keys, indexes, row[7], row[8], row[9], row[10])
+    return TableState(
+        row[0], row[1], row[2], row[3], row[4], keys, indexes, row[7], row[8], row[9], row[10], row[11], row[12]
+    )
 
 
 def register_table(

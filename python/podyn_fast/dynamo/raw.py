@@ -41,7 +41,8 @@ def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict
 
 
 class RawDynamo:
-    """Scan pages as raw bytes, everything else (signing, endpoints, retries) by botocore."""
+    """Scan pages, GetRecords and BatchGetItem responses as raw bytes; everything else (signing,
+    endpoints, retries, the other calls' parsing) by botocore."""
 
     def __init__(
         self,
@@ -59,6 +60,11 @@ class RawDynamo:
         )
         self.client = session.create_client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
         self.client.meta.events.register("before-parse.dynamodb.Scan", _keep_raw_body)
+        self.client.meta.events.register("before-parse.dynamodb.BatchGetItem", _keep_raw_body)
+        self.streams = session.create_client(
+            "dynamodbstreams", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+        self.streams.meta.events.register("before-parse.dynamodb-streams.GetRecords", _keep_raw_body)
 
     def scan_page(
         self,
@@ -84,11 +90,24 @@ class RawDynamo:
             params["ExclusiveStartKey"] = orjson.loads(exclusive_start_key)
         if limit is not None:
             params["Limit"] = limit
-        try:
-            response = self.client.scan(**params)
-        except botocore.parsers.ResponseParserError as e:
-            raise BodyChecksumError(f"unreadable Scan response: {e}") from None
-        body: bytes | None = response.get(RAW_BODY)
-        if body is None:
-            raise BodyChecksumError("Scan response failed its CRC32 check on every attempt")
-        return body
+        return _raw(self.client.scan, "Scan", params)
+
+    def get_records(self, iterator: str, limit: int = 1000) -> bytes:
+        """One GetRecords request; returns the response body exactly as DynamoDB Streams sent it."""
+        return _raw(self.streams.get_records, "GetRecords", {"ShardIterator": iterator, "Limit": limit})
+
+    def batch_get(self, table: str, keys: list[dict[str, Any]], consistent_read: bool = True) -> bytes:
+        """One BatchGetItem request (at most 100 keys) for one table; returns the raw body."""
+        params = {"RequestItems": {table: {"Keys": keys, "ConsistentRead": consistent_read}}}
+        return _raw(self.client.batch_get_item, "BatchGetItem", params)
+
+
+def _raw(call: Any, operation: str, params: dict[str, Any]) -> bytes:
+    try:
+        response = call(**params)
+    except botocore.parsers.ResponseParserError as e:
+        raise BodyChecksumError(f"unreadable {operation} response: {e}") from None
+    body: bytes | None = response.get(RAW_BODY)
+    if body is None:
+        raise BodyChecksumError(f"{operation} response failed its CRC32 check on every attempt")
+    return body

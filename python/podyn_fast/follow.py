@@ -1,0 +1,487 @@
+"""`follow`: apply DynamoDB Streams changes to PostgreSQL, exactly once, shard lineage in order.
+
+One process follows every table it is given, multiplexing their shards in one loop: the shard
+whose turn comes first is read, its GetRecords body is collapsed per key by the Rust core and
+applied (upserts, deletes, new columns) in one transaction together with the shard's checkpoint,
+so a crash at any moment is recovered by running the same command again. A child shard is read
+only once its parent is finished. While a table is still loading, its changes are kept in the
+state schema instead (raw, as received) and applied in order once the load is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+from botocore.exceptions import ClientError
+from psycopg import sql
+
+from podyn_fast import state
+from podyn_fast._core import Layout, StreamBatch
+from podyn_fast.config import AwsConfig
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.postgres import apply
+
+log = logging.getLogger("podyn_fast")
+
+# An idle shard is polled again after this long, doubling up to the cap (Lambda polls 4 times a
+# second; the adapter waits up to a second).
+IDLE_FIRST = 0.25
+IDLE_CAP = 2.0
+# How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
+GRAPH_EVERY = 10.0
+
+
+class FollowError(PodynError, Terminal):
+    """Following cannot start or go on; the message says what to do."""
+
+
+class Gap(PodynError, Terminal):
+    """Changes were lost to the follower (trimmed records, a vanished shard, a new stream)."""
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Everything `follow` needs."""
+
+    postgres_url: str
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    tables: tuple[str, ...] = ()
+    """Tables to follow; empty means every table in the state schema."""
+    state_schema: str = "podyn"
+    column_limit: int = 1500
+    exit_when_idle: float | None = None
+    """Exit once every shard is finished or has returned nothing new for this many seconds."""
+
+
+@dataclass
+class Shard:
+    shard_id: str
+    parent: str | None
+    last_sequence: str | None = None
+    finished: bool = False
+    iterator: str | None = None
+    next_poll: float = 0.0
+    idle_delay: float = 0.0
+    last_data: float = 0.0
+    """When this shard last returned records, or was first read."""
+    reads: int = 0
+
+
+@dataclass
+class Followed:
+    """A followed table: its state row, layout, stream and shards."""
+
+    table: state.TableState
+    layout: Layout
+    stream_arn: str
+    shards: dict[str, Shard] = field(default_factory=dict)
+    graph_read: float = 0.0
+    graph_stale: bool = True
+    """A shard finished: its children may have appeared since the graph was last read."""
+    phase: str = "loading"
+    applied: int = 0
+    last_created: float | None = None
+    stopped: str | None = None
+
+
+@dataclass
+class FollowReport:
+    name: str
+    applied: int
+    lag_seconds: float | None
+    stopped: str | None
+
+
+class Follower:
+    """Follows tables until stopped (or idle, with ``exit_when_idle``)."""
+
+    def __init__(self, cfg: FollowConfig, stop: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.stop = stop or threading.Event()
+        self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast follow")
+        self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+        self.followed: dict[str, Followed] = {}
+        self.on_batch: Callable[[Followed], None] | None = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        schema = self.cfg.state_schema
+        state.ensure_schema(self.conn, schema)
+        names = list(self.cfg.tables) or [
+            r[0]
+            for r in self.conn.execute(
+                sql.SQL("SELECT table_name FROM {} ORDER BY table_name").format(sql.Identifier(schema, "tables"))
+            ).fetchall()
+        ]
+        if not names:
+            raise FollowError(f"no table to follow: run `podyn-fast migrate` first (state schema {schema!r} is empty)")
+        for name in names:
+            table = state.get_table(self.conn, schema, name)
+            if table is None:
+                raise FollowError(
+                    f"table {name!r} has not been migrated: run `podyn-fast migrate --table {name}` first"
+                )
+            # One follower per table: two would apply every change twice.
+            locked = self.conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", [f"podyn-fast follow {schema} {name}"]
+            ).fetchone()
+            if not locked or not locked[0]:
+                raise FollowError(f"table {name!r} is already being followed by another podyn-fast process")
+            if table.stopped:
+                raise FollowError(f"table {name!r} stopped following: {table.stopped}")
+            description = self.dynamo.client.describe_table(TableName=name)["Table"]
+            arn = description.get("LatestStreamArn")
+            enabled = description.get("StreamSpecification", {}).get("StreamEnabled", arn is not None)
+            if arn is None or not enabled:
+                raise FollowError(
+                    f"table {name!r} has no stream: enable one with NEW_AND_OLD_IMAGES (or NEW_IMAGE), "
+                    f"then re-migrate the table, since changes before the stream existed are not captured"
+                )
+            if table.stream_arn is None:
+                self._set(name, "stream_arn", arn)
+            elif table.stream_arn != arn:
+                self._stop_table_row(name, _new_stream_message(name, table.stream_arn, arn))
+                raise FollowError(_new_stream_message(name, table.stream_arn, arn))
+            followed = Followed(table, state.layout(self.conn, schema, table), arn)
+            for shard_id, parent, last_sequence, finished in self.conn.execute(
+                sql.SQL(
+                    "SELECT shard_id, parent_shard_id, last_sequence, finished FROM {}"
+                    " WHERE table_name = %s AND stream_arn = %s"
+                ).format(sql.Identifier(schema, "shards")),
+                [name, arn],
+            ).fetchall():
+                followed.shards[shard_id] = Shard(shard_id, parent, last_sequence, finished)
+            self.followed[name] = followed
+
+    def _set(self, name: str, column: str, value: Any) -> None:
+        self.conn.execute(
+            sql.SQL("UPDATE {} SET {} = %s WHERE table_name = %s").format(
+                sql.Identifier(self.cfg.state_schema, "tables"), sql.Identifier(column)
+            ),
+            [value, name],
+        )
+
+    def _stop_table_row(self, name: str, why: str) -> None:
+        self._set(name, "stopped", why)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> list[FollowReport]:
+        """Follow until stopped, or idle long enough with ``exit_when_idle``."""
+        self.start()
+        try:
+            while not self.stop.is_set():
+                active = [f for f in self.followed.values() if f.stopped is None]
+                if not active:
+                    break
+                for f in active:
+                    self._promote(f)
+                    self._refresh(f)
+                if self._idle(active):
+                    break
+                pick = self._next_shard(active)
+                if pick is None:
+                    self.stop.wait(0.2)
+                    continue
+                f, shard = pick
+                wait = shard.next_poll - time.monotonic()
+                if wait > 0:
+                    self.stop.wait(min(wait, 0.5))
+                    continue
+                try:
+                    self._read(f, shard)
+                except Gap as gap:
+                    self._stop(f, str(gap))
+        finally:
+            self.close()
+        return [
+            FollowReport(
+                f.table.table_name,
+                f.applied,
+                time.time() - f.last_created if f.last_created is not None else None,
+                f.stopped,
+            )
+            for f in self.followed.values()
+        ]
+
+    def _stop(self, f: Followed, why: str) -> None:
+        f.stopped = why
+        self._stop_table_row(f.table.table_name, why)
+        log.error("%s", why)
+
+    def _idle(self, active: list[Followed]) -> bool:
+        limit = self.cfg.exit_when_idle
+        if limit is None:
+            return False
+        now = time.monotonic()
+        for f in active:
+            if f.phase != "following":
+                return False
+            for shard in f.shards.values():
+                # A shard never read yet (a child whose parent just finished) is not idle.
+                if not shard.finished and (shard.reads == 0 or now - shard.last_data < limit):
+                    return False
+        return True
+
+    def _refresh(self, f: Followed) -> None:
+        """Read the shard graph again when it is due (and check the stream is still the same)."""
+        now = time.monotonic()
+        if now - f.graph_read < (1.0 if f.graph_stale else GRAPH_EVERY):
+            return
+        f.graph_read, f.graph_stale = now, False
+        name = f.table.table_name
+        arn = self.dynamo.client.describe_table(TableName=name)["Table"].get("LatestStreamArn")
+        if arn != f.stream_arn:
+            self._stop(f, _new_stream_message(name, f.stream_arn, arn))
+            return
+        listed: dict[str, str | None] = {}
+        kwargs: dict[str, Any] = {"StreamArn": f.stream_arn}
+        while True:
+            page = self.dynamo.streams.describe_stream(**kwargs)["StreamDescription"]
+            for s in page.get("Shards", []):
+                listed[s["ShardId"]] = s.get("ParentShardId")
+            last = page.get("LastEvaluatedShardId")
+            if not last:
+                break
+            kwargs["ExclusiveStartShardId"] = last
+        for shard_id, parent in listed.items():
+            if shard_id not in f.shards:
+                f.shards[shard_id] = Shard(shard_id, parent)
+        for shard in f.shards.values():
+            if not shard.finished and shard.shard_id not in listed:
+                self._stop(
+                    f,
+                    f"table {name!r}: shard {shard.shard_id} of its stream vanished before it was read to "
+                    f"its end, so changes were lost; re-migrate the table (drop it and its rows in "
+                    f"{self.cfg.state_schema}.tables, then run migrate --follow again)",
+                )
+                return
+
+    def _next_shard(self, active: list[Followed]) -> tuple[Followed, Shard] | None:
+        best: tuple[Followed, Shard] | None = None
+        for f in active:
+            for shard in f.shards.values():
+                if shard.finished:
+                    continue
+                parent = f.shards.get(shard.parent) if shard.parent else None
+                if parent is not None and not parent.finished:
+                    continue  # lineage: a child waits until its parent is read to its end
+                if best is None or shard.next_poll < best[1].next_poll:
+                    best = (f, shard)
+        return best
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _iterator(self, f: Followed, shard: Shard) -> str:
+        params: dict[str, Any] = {"StreamArn": f.stream_arn, "ShardId": shard.shard_id}
+        if shard.last_sequence is None:
+            params["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            params["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            params["SequenceNumber"] = shard.last_sequence
+        try:
+            iterator: str = self.dynamo.streams.get_shard_iterator(**params)["ShardIterator"]
+        except ClientError as e:
+            raise self._gap_or(f, shard, e) from None
+        return iterator
+
+    def _gap_or(self, f: Followed, shard: Shard, e: ClientError) -> BaseException:
+        code = e.response.get("Error", {}).get("Code")
+        name = f.table.table_name
+        if code == "TrimmedDataAccessException":
+            return Gap(
+                f"table {name!r}: the stream no longer holds the records after the last one applied from "
+                f"shard {shard.shard_id} (they were trimmed: streams keep 24 hours), so changes were lost; "
+                f"re-migrate the table"
+            )
+        if code == "ResourceNotFoundException":
+            return Gap(f"table {name!r}: shard {shard.shard_id} or its stream is gone; re-migrate the table")
+        error: BaseException = e
+        return error
+
+    def _read(self, f: Followed, shard: Shard) -> None:
+        if shard.iterator is None:
+            shard.iterator = self._iterator(f, shard)
+        try:
+            body = self.dynamo.get_records(shard.iterator)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
+                shard.iterator = None  # renewed from the checkpoint on the next turn
+                return
+            raise self._gap_or(f, shard, e) from None
+        batch = f.layout.encode_records(body)
+        now = time.monotonic()
+        if shard.reads == 0:
+            shard.last_data = now
+        shard.reads += 1
+        if batch.records:
+            shard.last_data = now
+            shard.idle_delay = 0.0
+            shard.next_poll = now
+        else:
+            shard.idle_delay = min(IDLE_CAP, max(IDLE_FIRST, shard.idle_delay * 2))
+            shard.next_poll = now + shard.idle_delay
+        finished = batch.next_shard_iterator is None
+        if batch.records or finished:
+            self._commit(f, shard, body, batch, finished)
+        shard.iterator = batch.next_shard_iterator
+        if finished:
+            shard.finished = True
+            f.graph_stale = True
+
+    def _promote(self, f: Followed) -> None:
+        """Once the load is done, apply the changes kept during it, then follow live."""
+        if f.phase == "following":
+            return
+        row = self.conn.execute(
+            sql.SQL("SELECT phase FROM {} WHERE table_name = %s").format(
+                sql.Identifier(self.cfg.state_schema, "tables")
+            ),
+            [f.table.table_name],
+        ).fetchone()
+        f.phase = str(row[0]) if row else "loading"
+        if f.phase == "loaded":
+            self._drain(f)
+            self._set(f.table.table_name, "phase", "following")
+            f.phase = "following"
+
+    def _commit(self, f: Followed, shard: Shard, body: bytes, batch: StreamBatch, finished: bool) -> None:
+        """Apply (or, while the table loads, keep) one batch with the shard's checkpoint."""
+        self._promote(f)
+        schema = self.cfg.state_schema
+        if f.phase == "loading":
+            with self.conn.transaction():
+                if batch.records:
+                    self.conn.execute(
+                        sql.SQL("INSERT INTO {} (table_name, shard_id, body) VALUES (%s, %s, %s)").format(
+                            sql.Identifier(schema, "changes")
+                        ),
+                        [f.table.table_name, shard.shard_id, body],
+                    )
+                self._checkpoint(f, shard, batch, finished)
+            return
+        batches = self._prepare(f, body)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            t = f.table
+            apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
+            for b in batches:
+                state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)
+            self._checkpoint(f, shard, batch, finished)
+        f.applied += batch.records
+        if batch.last_created is not None:
+            f.last_created = batch.last_created
+        if self.on_batch:
+            self.on_batch(f)
+
+    def _prepare(self, f: Followed, body: bytes) -> list[StreamBatch]:
+        """Encode a body, adding columns until none is missing, and fetch the items a stream
+        without new images only names (KEYS_ONLY, OLD_IMAGE)."""
+        batch = self._encode(f, body)
+        batches = [batch]
+        if batch.fetch:
+            batches.append(self._encode(f, self._fetch(f, batch.fetch)))
+        return batches
+
+    def _encode(self, f: Followed, body: bytes) -> StreamBatch:
+        batch = f.layout.encode_records(body)
+        while batch.upserts.unknown:
+            f.table = state.add_columns(
+                self.conn, self.cfg.state_schema, f.table, batch.upserts.unknown, column_limit=self.cfg.column_limit
+            )
+            f.layout = state.layout(self.conn, self.cfg.state_schema, f.table)
+            batch = f.layout.encode_records(body)
+        return batch
+
+    def _fetch(self, f: Followed, keys: tuple[bytes, ...]) -> bytes:
+        """Read the current items of ``keys``; returns a GetRecords-shaped body of INSERT records
+        for the items found and REMOVE records for the keys that are gone."""
+        wanted = [orjson.loads(k) for k in keys]
+        found: dict[bytes, Any] = {}
+        name = f.table.table_name
+        key_names = [a for a, _ in f.table.keys]
+        for start in range(0, len(wanted), 100):
+            pending = wanted[start : start + 100]
+            while pending:
+                response = orjson.loads(self.dynamo.batch_get(name, pending))
+                for item in response.get("Responses", {}).get(name, []):
+                    found[orjson.dumps({k: item[k] for k in key_names})] = item
+                pending = response.get("UnprocessedKeys", {}).get(name, {}).get("Keys", [])
+                if pending:
+                    time.sleep(0.05)
+        records = []
+        for key in wanted:
+            item = found.get(orjson.dumps({k: key[k] for k in key_names}))
+            if item is None:
+                records.append({"eventName": "REMOVE", "dynamodb": {"Keys": key}})
+            else:
+                records.append({"eventName": "INSERT", "dynamodb": {"Keys": key, "NewImage": item}})
+        return orjson.dumps({"Records": records, "NextShardIterator": "fetched"})
+
+    def _drain(self, f: Followed) -> None:
+        """Apply the changes kept while the table loaded, in the order they were read."""
+        schema = self.cfg.state_schema
+        while True:
+            row = self.conn.execute(
+                sql.SQL("SELECT id, body FROM {} WHERE table_name = %s ORDER BY id LIMIT 1").format(
+                    sql.Identifier(schema, "changes")
+                ),
+                [f.table.table_name],
+            ).fetchone()
+            if row is None:
+                return
+            change_id, body = row
+            batches = self._prepare(f, bytes(body))
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                t = f.table
+                apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
+                for b in batches:
+                    state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(schema, "changes")), [change_id]
+                )
+            f.applied += batches[0].records
+            if batches[0].last_created is not None:
+                f.last_created = batches[0].last_created
+
+    def _checkpoint(self, f: Followed, shard: Shard, batch: StreamBatch, finished: bool) -> None:
+        if batch.last_sequence_number is not None:
+            shard.last_sequence = batch.last_sequence_number
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {} AS s (table_name, stream_arn, shard_id, parent_shard_id, last_sequence, finished,"
+                " records, last_created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (table_name, stream_arn, shard_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence,"
+                " finished = EXCLUDED.finished, records = s.records + EXCLUDED.records,"
+                " last_created = coalesce(EXCLUDED.last_created, s.last_created), updated_at = now()"
+            ).format(sql.Identifier(self.cfg.state_schema, "shards")),
+            [
+                f.table.table_name,
+                f.stream_arn,
+                shard.shard_id,
+                shard.parent,
+                shard.last_sequence,
+                finished,
+                batch.records,
+                batch.last_created,
+            ],
+        )
+
+
+def _new_stream_message(name: str, old: str | None, new: str | None) -> str:
+    return (
+        f"table {name!r}: its stream changed ({old} → {new}); the stream was disabled or replaced, so changes "
+        f"may have been lost. Re-migrate the table: drop it and its row in the state schema's tables, then "
+        f"run migrate --follow again"
+    )
