@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import replace
 from typing import Annotated
 
@@ -17,6 +18,9 @@ from podyn_fast import __version__, bulk
 from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, scrub
 from podyn_fast.errors import PodynError
 from podyn_fast.follow import FollowConfig, Follower, FollowReport
+
+# Seconds between the status lines `follow` prints.
+STATUS_EVERY = 10.0
 
 app = typer.Typer(
     name="podyn-fast",
@@ -182,10 +186,11 @@ class Following:
         self.reports: list[FollowReport] = []
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self.follower: Follower | None = None
 
     def start(self, tables: list[str] | None = None) -> None:
         cfg = replace(self.cfg, tables=tuple(tables)) if tables is not None else self.cfg
-        follower = Follower(cfg, self.stop)
+        follower = self.follower = Follower(cfg, self.stop)
 
         def run() -> None:
             try:
@@ -202,8 +207,13 @@ class Following:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
         assert self.thread is not None
+        last = time.monotonic()
+        seen: dict[str, int] = {}
         while self.thread.is_alive():
             self.thread.join(0.5)
+            if time.monotonic() - last >= STATUS_EVERY and self.follower is not None:
+                seen = self._status(seen, time.monotonic() - last)
+                last = time.monotonic()
         if self.error is not None:
             raise self.error
         table = Table(title="podyn-fast follow")
@@ -213,6 +223,18 @@ class Following:
             lag = f"{r.lag_seconds:.1f} s" if r.lag_seconds is not None else "-"
             table.add_row(r.name, f"{r.applied:,}", lag, "stopped: " + r.stopped if r.stopped else "ok")
         self.console.print(table)
+
+    def _status(self, seen: dict[str, int], seconds: float) -> dict[str, int]:
+        """One line per table: changes applied, their rate since the last line, and the lag."""
+        assert self.follower is not None
+        now: dict[str, int] = {}
+        for name, f in list(self.follower.followed.items()):
+            now[name] = f.applied
+            rate = (f.applied - seen.get(name, 0)) / seconds
+            lag = f"{time.time() - f.last_created:.1f} s" if f.last_created is not None else "-"
+            state = f"stopped: {f.stopped}" if f.stopped else f.phase
+            self.console.print(f"{name}: {f.applied:,} changes applied, {rate:,.0f}/s, lag {lag} ({state})")
+        return now
 
     @property
     def failed(self) -> bool:
