@@ -25,7 +25,7 @@ from psycopg import sql
 from podyn_fast import state
 from podyn_fast._core import Layout, StreamBatch
 from podyn_fast.config import AwsConfig
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import PodynError, Terminal
 from podyn_fast.postgres import apply
 
@@ -35,6 +35,8 @@ log = logging.getLogger("podyn_fast")
 # second; the adapter waits up to a second).
 IDLE_FIRST = 0.25
 IDLE_CAP = 2.0
+# Errors that mean "too fast": GetRecords answers LimitExceededException.
+THROTTLING = {"LimitExceededException", "ProvisionedThroughputExceededException", "ThrottlingException"}
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
 
@@ -317,10 +319,21 @@ class Follower:
         try:
             body = self.dynamo.get_records(shard.iterator)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
+            code = e.response.get("Error", {}).get("Code")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code == "ExpiredIteratorException":
                 shard.iterator = None  # renewed from the checkpoint on the next turn
                 return
+            if code in THROTTLING or status >= 500:
+                # botocore retried already; this shard waits, the others go on.
+                shard.idle_delay = min(IDLE_CAP * 5, max(1.0, shard.idle_delay * 2))
+                shard.next_poll = time.monotonic() + shard.idle_delay
+                log.warning("GetRecords on %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, code)
+                return
             raise self._gap_or(f, shard, e) from None
+        except BodyChecksumError:
+            shard.next_poll = time.monotonic() + 1.0
+            return
         batch = f.layout.encode_records(body)
         now = time.monotonic()
         if shard.reads == 0:
