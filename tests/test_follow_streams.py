@@ -1,0 +1,208 @@
+"""`podyn-fast follow` over our Streams server: splits, SIGKILL at random moments, expiring
+iterators, throttling, and the gaps that must stop a table (trimmed records, a new stream).
+
+Each test loads the table with `migrate`, writes changes through the server's Python API, runs
+`follow` as a subprocess and compares PostgreSQL with the server's final table, row by row.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from podyn_fast import state
+from tests import reference
+from tests.servers.streams import StreamsServer
+from tests.test_migrate_moto import PODYN
+
+KEYS = (("pk", "S"), ("sk", "N"))
+
+
+class Env:
+    """A target and a state schema, and the commands that fill them from the Streams server."""
+
+    def __init__(self, dsn: str, server: StreamsServer) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.dsn, self.server = dsn, server
+        self.target, self.state = f"s_{tag}", f"s_{tag}_state"
+
+    def _cmd(self, command: str, *args: str) -> list[str]:
+        common = ["--postgres-url", self.dsn, "--endpoint-url", self.server.endpoint, "--region", "us-east-1"]
+        common += ["--state-schema", self.state]
+        if command == "migrate":
+            common += ["--target-schema", self.target, "--no-progress"]
+        return [PODYN, command, *common, *args]
+
+    def migrate(self, *args: str) -> None:
+        done = subprocess.run(self._cmd("migrate", *args), capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+
+    def follow(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        cmd = self._cmd("follow", "--exit-when-idle", "1", *args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start_follow(self) -> subprocess.Popen[str]:
+        cmd = self._cmd("follow", "--exit-when-idle", "1")
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def check(self, table: str) -> None:
+        """PostgreSQL holds exactly the server's final table."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            found = state.get_table(conn, self.state, table)
+            assert found is not None
+            layout = state.layout(conn, self.state, found)
+            items = list(self.server.snapshot(table).values())
+            reference.check_table(conn, self.target, found.target_table, layout, items)
+
+    def shards(self) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.execute(
+                sql.SQL("SELECT shard_id, parent_shard_id, finished, records FROM {}.shards").format(
+                    sql.Identifier(self.state)
+                )
+            ).fetchall()
+
+    def drop(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for s in (self.target, self.state):
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
+
+
+@pytest.fixture
+def env(pg_dsn: str, streams_server: StreamsServer) -> Iterator[Env]:
+    e = Env(pg_dsn, streams_server)
+    yield e
+    e.drop()
+
+
+def _item(rng: random.Random, key: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"pk": {"S": f"k{key % 250}"}, "sk": {"N": str(key // 250)}}
+    for name in rng.sample(["a", "b", "c", "d", "e", "f"], rng.randrange(0, 5)):
+        item[name] = rng.choice(
+            [
+                {"S": f"s{rng.random()}"},
+                {"N": str(rng.randrange(-1000, 1000))},
+                {"BOOL": rng.random() < 0.5},
+                {"SS": ["x", "y"]},
+                {"M": {"n": {"N": "1.50"}, "l": {"L": [{"S": "v"}, {"NULL": True}]}}},
+            ]
+        )
+    return item
+
+
+def _changes(server: StreamsServer, table: str, rng: random.Random, n: int, splits: int = 0) -> None:
+    """``n`` random puts, updates and deletes over 1,000 keys, with ``splits`` shard splits spread in."""
+    split_at = {n * (s + 1) // (splits + 1) for s in range(splits)}
+    for i in range(n):
+        key = rng.randrange(1000)
+        roll = rng.random()
+        if roll < 0.15:
+            item = _item(rng, key)
+            server.delete(table, {"pk": item["pk"], "sk": item["sk"]})
+        elif roll < 0.3:
+            item = _item(rng, key)
+            server.update(table, {"pk": item["pk"], "sk": item["sk"]}, set={"u": {"N": str(i)}}, remove=["a"])
+        else:
+            server.put(table, _item(rng, key))
+        if i in split_at:
+            server.split(table)
+
+
+def _table(server: StreamsServer, name: str, rng: random.Random, items: int = 500) -> None:
+    server.create_table(name, KEYS, view_type="NEW_AND_OLD_IMAGES", shards=4)
+    for key in range(items):
+        server.put(name, _item(rng, key))
+
+
+def test_splits_and_sigkill_at_random_moments(env: Env) -> None:
+    rng = random.Random(11)
+    _table(env.server, "Tbl", rng)
+    env.migrate("--table", "Tbl")
+    _changes(env.server, "Tbl", rng, 10_000, splits=2)
+    kills = 0
+    for _ in range(8):
+        proc = env.start_follow()
+        time.sleep(rng.uniform(0.8, 2.0))
+        if proc.poll() is not None:
+            break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        kills += 1
+    assert kills >= 3, "the follower finished before it could be killed three times"
+    done = env.follow()
+    assert done.returncode == 0, done.stderr
+    env.check("Tbl")
+    shards = env.shards()
+    # 4 root shards, split twice into 2 children each: 4 + 8 + 16.
+    assert len(shards) == 28, shards
+    assert sum(1 for s in shards if s[1] is not None) == 24
+    assert all(s[2] for s in shards if any(c[1] == s[0] for c in shards)), "a parent left unfinished"
+
+
+def test_expired_iterators_and_throttling_recover(env: Env) -> None:
+    rng = random.Random(12)
+    _table(env.server, "Tbl", rng)
+    env.migrate("--table", "Tbl")
+    _changes(env.server, "Tbl", rng, 3_000, splits=1)
+    # Iterators last a fraction of a second, and a quarter of GetRecords calls are throttled.
+    env.server.iterator_ttl = 0.2
+    env.server.latency = 0.02
+    env.server.set_faults(throttle_rate=0.25, fault_operations=["GetRecords"])
+    done = env.follow()
+    assert done.returncode == 0, done.stderr
+    env.server.reset_faults()
+    env.check("Tbl")
+    assert env.server.stats("Tbl").throttles > 0
+
+
+def test_trimmed_records_stop_that_table_only(env: Env) -> None:
+    rng = random.Random(13)
+    _table(env.server, "Aaa", rng)
+    _table(env.server, "Bbb", rng)
+    env.migrate("--table", "Aaa,Bbb")
+    _changes(env.server, "Aaa", rng, 500)
+    _changes(env.server, "Bbb", rng, 500)
+    assert env.follow().returncode == 0
+    # More changes to A that are trimmed before the follower reads them: a gap.
+    _changes(env.server, "Aaa", rng, 300)
+    env.server.advance_clock(3600)
+    _changes(env.server, "Bbb", rng, 300)
+    assert env.server.trim("Aaa", before_seconds_ago=60) > 0
+    done = env.follow()
+    assert done.returncode == 1
+    message = " ".join(done.stderr.split())
+    assert "'Aaa'" in message and "trimmed" in message and "re-migrate" in message, done.stderr
+    assert "Traceback" not in done.stderr
+    env.check("Bbb")  # the other table went on to the end
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        stopped = conn.execute(
+            sql.SQL("SELECT table_name, stopped IS NOT NULL FROM {}.tables ORDER BY 1").format(
+                sql.Identifier(env.state)
+            )
+        ).fetchall()
+    assert stopped == [("Aaa", True), ("Bbb", False)]
+
+
+def test_a_new_stream_stops_the_table(env: Env) -> None:
+    rng = random.Random(14)
+    _table(env.server, "Aaa", rng)
+    env.migrate("--table", "Aaa")
+    _changes(env.server, "Aaa", rng, 200)
+    assert env.follow().returncode == 0
+    env.check("Aaa")
+    env.server.new_stream("Aaa")
+    _changes(env.server, "Aaa", rng, 100)
+    done = env.follow()
+    assert done.returncode == 1
+    message = " ".join(done.stderr.split())
+    assert "stream changed" in message and "Re-migrate" in message, done.stderr
