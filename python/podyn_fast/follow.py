@@ -334,7 +334,10 @@ class Follower:
         except BodyChecksumError:
             shard.next_poll = time.monotonic() + 1.0
             return
-        batch = f.layout.encode_records(body)
+        self._promote(f)
+        # While the table loads the body is kept raw; only its records, position and end matter now.
+        batches = [f.layout.encode_records(body)] if f.phase == "loading" else self._prepare(f, body)
+        batch = batches[0]
         now = time.monotonic()
         if shard.reads == 0:
             shard.last_data = now
@@ -348,7 +351,7 @@ class Follower:
             shard.next_poll = now + shard.idle_delay
         finished = batch.next_shard_iterator is None
         if batch.records or finished:
-            self._commit(f, shard, body, batch, finished)
+            self._commit(f, shard, body, batches, finished)
         shard.iterator = batch.next_shard_iterator
         if finished:
             shard.finished = True
@@ -370,9 +373,9 @@ class Follower:
             self._set(f.table.table_name, "phase", "following")
             f.phase = "following"
 
-    def _commit(self, f: Followed, shard: Shard, body: bytes, batch: StreamBatch, finished: bool) -> None:
+    def _commit(self, f: Followed, shard: Shard, body: bytes, batches: list[StreamBatch], finished: bool) -> None:
         """Apply (or, while the table loads, keep) one batch with the shard's checkpoint."""
-        self._promote(f)
+        batch = batches[0]
         schema = self.cfg.state_schema
         if f.phase == "loading":
             with self.conn.transaction():
@@ -385,7 +388,6 @@ class Follower:
                     )
                 self._checkpoint(f, shard, batch, finished)
             return
-        batches = self._prepare(f, body)
         with self.conn.transaction(), self.conn.cursor() as cur:
             t = f.table
             apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)

@@ -9,6 +9,7 @@ segment's new position, so a crash at any moment loses nothing and duplicates no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -235,7 +236,9 @@ class Loader:
             except LeaseLost:
                 self.result.leases_lost += 1
             except BaseException:
-                state.release(self.conn, schema, held)
+                # Keep the first error: releasing fails too when the connection is what broke.
+                with contextlib.suppress(Exception):
+                    state.release(self.conn, schema, held)
                 raise
         return self.result
 
