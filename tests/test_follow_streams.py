@@ -206,3 +206,21 @@ def test_a_new_stream_stops_the_table(env: Env) -> None:
     assert done.returncode == 1
     message = " ".join(done.stderr.split())
     assert "stream changed" in message and "Re-migrate" in message, done.stderr
+
+
+def test_sigterm_finishes_the_batch_and_exits_zero(env: Env) -> None:
+    rng = random.Random(15)
+    _table(env.server, "Tbl", rng)
+    env.migrate("--table", "Tbl")
+    _changes(env.server, "Tbl", rng, 5_000, splits=1)
+    env.server.latency = 0.01  # a slower stream, so the signal lands mid-run
+    proc = subprocess.Popen(env._cmd("follow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    assert proc.poll() is None, "follow without --exit-when-idle must keep running"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "changes applied" in " ".join(err.split()) and "Traceback" not in err
+    env.server.latency = 0.0
+    assert env.follow().returncode == 0
+    env.check("Tbl")
