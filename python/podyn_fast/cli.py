@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Annotated
 
@@ -13,6 +15,7 @@ import botocore.exceptions
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from podyn_fast import __version__, bulk
 from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, scrub
@@ -28,6 +31,64 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+# Options shared by the commands, declared once.
+PostgresUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--postgres-url",
+        "-u",
+        "--postgres-jdbc-url",
+        help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
+        show_default=False,
+    ),
+]
+StateSchema = Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")]
+ColumnLimit = Annotated[
+    int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
+]
+Region = Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")]
+EndpointUrl = Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")]
+Profile = Annotated[str | None, typer.Option(help="AWS profile.")]
+
+
+def _error(console: Console, message: str) -> None:
+    # Messages quote data (table and attribute names): never read them as rich markup.
+    console.print(Text("error: ", style="red") + Text(message))
+
+
+def _setup(postgres: str | None) -> tuple[Console, str]:
+    """The console for messages, and the PostgreSQL URL (or exit 2 without one)."""
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    url = postgres_url(postgres)
+    if url is None:
+        _error(console, "no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
+        raise typer.Exit(2)
+    return console, url
+
+
+@contextlib.contextmanager
+def _reported(console: Console, url: str) -> Iterator[None]:
+    """Errors become one message and exit code 1; no message ever shows the password."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except PodynError as e:
+        _error(console, scrub(str(e), url))
+        raise typer.Exit(1) from None
+    except botocore.exceptions.NoCredentialsError:
+        _error(
+            console,
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an AWS profile "
+            "(--profile or AWS_PROFILE), or run where an instance role is available",
+        )
+        raise typer.Exit(1) from None
+    except Exception as e:
+        # Connection errors may quote the connection string or the password.
+        _error(console, f"{type(e).__name__}: {scrub(str(e), url)}")
+        raise typer.Exit(1) from None
 
 
 def _print_version(value: bool) -> None:
@@ -53,16 +114,7 @@ def _tables(values: list[str] | None) -> tuple[str, ...]:
 
 @app.command()
 def migrate(
-    postgres: Annotated[
-        str | None,
-        typer.Option(
-            "--postgres-url",
-            "-u",
-            "--postgres-jdbc-url",
-            help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
-            show_default=False,
-        ),
-    ] = None,
+    postgres: PostgresUrl = None,
     table: Annotated[
         list[str] | None, typer.Option("--table", "-t", help="DynamoDB table (repeat, or a,b); default: all.")
     ] = None,
@@ -84,19 +136,17 @@ def migrate(
     ] = "columns",
     lower_case: Annotated[bool, typer.Option("--lower-case-column-names", help="Lower-case column names.")] = False,
     target_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the tables.")] = "public",
-    state_schema: Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")] = "podyn",
+    state_schema: StateSchema = "podyn",
     defer_primary_key: Annotated[
         bool, typer.Option(help="Add the primary key after the load (fastest for very large tables).")
     ] = False,
-    column_limit: Annotated[
-        int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
-    ] = 1500,
+    column_limit: ColumnLimit = 1500,
     batch_mb: Annotated[
         float, typer.Option(help="MB of rows per transaction (each commits the segment's position with its rows).")
     ] = 16.0,
-    region: Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")] = None,
-    endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
-    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+    region: Region = None,
+    endpoint_url: EndpointUrl = None,
+    profile: Profile = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     follow: Annotated[
         bool,
@@ -110,14 +160,9 @@ def migrate(
 
     Run the same command again after any interruption: it continues where the last run committed.
     """
-    console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
-    url = postgres_url(postgres)
-    if url is None:
-        console.print("[red]error:[/] no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
-        raise typer.Exit(2)
+    console, url = _setup(postgres)
     if mode not in ("columns", "jsonb"):
-        console.print(f"[red]error:[/] --conversion-mode must be columns or jsonb, not {mode!r}")
+        _error(console, f"--conversion-mode must be columns or jsonb, not {mode!r}")
         raise typer.Exit(2)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
@@ -148,24 +193,11 @@ def migrate(
             exit_when_idle=exit_when_idle,
         )
         follower = Following(fcfg, console)
-    try:
+    with _reported(console, url):
         reports = bulk.run(cfg, console, on_planned=follower.start if follower else None)
         if follower is not None:
             console.print(bulk.summary(reports))
             follower.wait()
-    except PodynError as e:
-        console.print(f"[red]error:[/] {scrub(str(e), url)}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    except botocore.exceptions.NoCredentialsError:
-        console.print(
-            "[red]error:[/] no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-            "an AWS profile (--profile or AWS_PROFILE), or run where an instance role is available"
-        )
-        raise typer.Exit(1) from None
-    except Exception as e:
-        # Connection errors may quote the connection string or the password: never print them.
-        console.print(f"error: {type(e).__name__}: {scrub(str(e), url)}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
     if follower is None:
         console.print(bulk.summary(reports))
     rejects = sum(r.rejects for r in reports)
@@ -243,40 +275,24 @@ class Following:
 
 @app.command()
 def follow(
-    postgres: Annotated[
-        str | None,
-        typer.Option(
-            "--postgres-url",
-            "-u",
-            "--postgres-jdbc-url",
-            help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
-            show_default=False,
-        ),
-    ] = None,
+    postgres: PostgresUrl = None,
     table: Annotated[
         list[str] | None, typer.Option("--table", "-t", help="Table to follow (repeat, or a,b); default: all migrated.")
     ] = None,
     exit_when_idle: Annotated[
         float | None, typer.Option(help="Exit once every shard has been read to its end or idle this many seconds.")
     ] = None,
-    state_schema: Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")] = "podyn",
-    column_limit: Annotated[
-        int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
-    ] = 1500,
-    region: Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")] = None,
-    endpoint_url: Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")] = None,
-    profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
+    state_schema: StateSchema = "podyn",
+    column_limit: ColumnLimit = 1500,
+    region: Region = None,
+    endpoint_url: EndpointUrl = None,
+    profile: Profile = None,
 ) -> None:
     """Apply DynamoDB Streams changes to the migrated tables, exactly once, until stopped.
 
     SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
     """
-    console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
-    url = postgres_url(postgres)
-    if url is None:
-        console.print("[red]error:[/] no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
-        raise typer.Exit(2)
+    console, url = _setup(postgres)
     cfg = FollowConfig(
         postgres_url=url,
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
@@ -286,15 +302,9 @@ def follow(
         exit_when_idle=exit_when_idle,
     )
     following = Following(cfg, console)
-    try:
+    with _reported(console, url):
         following.start()
         following.wait()
-    except PodynError as e:
-        console.print(f"error: {scrub(str(e), url)}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    except Exception as e:
-        console.print(f"error: {type(e).__name__}: {scrub(str(e), url)}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
     if following.failed:
         raise typer.Exit(1)
 
