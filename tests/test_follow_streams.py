@@ -134,6 +134,7 @@ def test_splits_and_sigkill_at_random_moments(env: Env) -> None:
         proc = env.start_follow()
         time.sleep(rng.uniform(0.8, 2.0))
         if proc.poll() is not None:
+            proc.communicate()
             break
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)

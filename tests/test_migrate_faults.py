@@ -182,7 +182,8 @@ def test_sigkill_workers_and_coordinator_then_rerun(pg_dsn: str, big_table: Scan
             time.sleep(rng.uniform(0.6, 1.6))
             workers = _workers_of(proc.pid)
             if proc.poll() is not None:
-                break  # finished before the kill: the rerun below must then change nothing
+                proc.communicate()  # finished before the kill: the rerun below must then change nothing
+                break
             if round_ % 2 == 0 and workers:
                 os.kill(rng.choice(workers), signal.SIGKILL)
                 kills["worker"] += 1

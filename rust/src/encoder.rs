@@ -8,7 +8,7 @@
 use memchr::memchr;
 
 use crate::error::{CoreError, CoreResult, Reason};
-use crate::json::{write_escaped, JsonResult, RawStr, Reader, SyntaxError};
+use crate::json::{write_escaped, JsonResult, RawStr, Reader};
 use crate::jsonb;
 use crate::layout::{Layout, Mode};
 use crate::pgcopy::{self, Scratch};
@@ -71,10 +71,6 @@ enum Pass1 {
     Reject(Reason),
 }
 
-pub(crate) fn syntax(e: SyntaxError) -> CoreError {
-    CoreError::BadBody { offset: e.offset, why: e.why.to_string() }
-}
-
 pub(crate) fn bad_body(offset: usize, why: &str) -> CoreError {
     CoreError::BadBody { offset, why: why.to_string() }
 }
@@ -123,45 +119,36 @@ impl<'l, 'a> Encoder<'l, 'a> {
         let mut saw_items = false;
         let mut error_type: Option<String> = None;
         let mut message = String::new();
-        r.eat(b'{', "expected a JSON object").map_err(syntax)?;
-        if !r.eat_if(b'}') {
-            loop {
-                let key = r.string().map_err(syntax)?;
-                r.eat(b':', "expected ':'").map_err(syntax)?;
-                match key.raw {
-                    b"Items" => {
-                        self.items(&mut r).map_err(syntax)?;
-                        saw_items = true;
-                    }
-                    b"Count" => page.count = Some(r.unsigned().map_err(syntax)?),
-                    b"ScannedCount" => page.scanned_count = Some(r.unsigned().map_err(syntax)?),
-                    b"LastEvaluatedKey" => {
-                        let at = r.pos;
-                        let span = r.value_span().map_err(syntax)?;
-                        if span.first() != Some(&b'{') {
-                            return Err(bad_body(at, "LastEvaluatedKey is not an object"));
-                        }
-                        page.last_evaluated_key = Some(span.to_vec());
-                    }
-                    b"ConsumedCapacity" => page.consumed_capacity = consumed_capacity(&mut r)?,
-                    b"__type" | b"message" | b"Message" => {
-                        let s = r.string().map_err(syntax)?;
-                        let text = String::from_utf8_lossy(s.decoded(&mut self.name).unwrap_or(s.raw)).into_owned();
-                        if key.raw == b"__type" {
-                            error_type = Some(text);
-                        } else {
-                            message = text;
-                        }
-                    }
-                    _ => r.skip_value().map_err(syntax)?,
+        r.members(|r, key| -> CoreResult<()> {
+            match key.raw {
+                b"Items" => {
+                    self.items(r)?;
+                    saw_items = true;
                 }
-                if r.eat_if(b',') {
-                    continue;
+                b"Count" => page.count = Some(r.unsigned()?),
+                b"ScannedCount" => page.scanned_count = Some(r.unsigned()?),
+                b"LastEvaluatedKey" => {
+                    let at = r.pos;
+                    let span = r.value_span()?;
+                    if span.first() != Some(&b'{') {
+                        return Err(bad_body(at, "LastEvaluatedKey is not an object"));
+                    }
+                    page.last_evaluated_key = Some(span.to_vec());
                 }
-                r.eat(b'}', "expected ',' or '}'").map_err(syntax)?;
-                break;
+                b"ConsumedCapacity" => page.consumed_capacity = consumed_capacity(r)?,
+                b"__type" | b"message" | b"Message" => {
+                    let s = r.string()?;
+                    let text = String::from_utf8_lossy(s.decoded(&mut self.name).unwrap_or(s.raw)).into_owned();
+                    if key.raw == b"__type" {
+                        error_type = Some(text);
+                    } else {
+                        message = text;
+                    }
+                }
+                _ => r.skip_value()?,
             }
-        }
+            Ok(())
+        })?;
         if !r.at_end() {
             return Err(bad_body(r.pos, "unexpected data after the response object"));
         }
@@ -184,7 +171,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
         if r.peek() != Some(b'{') {
             return Err(bad_body(r.pos, "an item must be a JSON object"));
         }
-        self.one_item(&mut r).map_err(syntax)?;
+        self.one_item(&mut r)?;
         if !r.at_end() {
             return Err(bad_body(r.pos, "unexpected data after the item"));
         }
@@ -479,30 +466,21 @@ pub(crate) fn check_utf8(body: &[u8]) -> CoreResult<()> {
     std::str::from_utf8(body).map(|_| ()).map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
 }
 
-fn consumed_capacity(r: &mut Reader<'_>) -> CoreResult<Option<f64>> {
-    let mut units = None;
+fn consumed_capacity(r: &mut Reader<'_>) -> JsonResult<Option<f64>> {
     if r.peek() == Some(b'n') {
-        r.skip_value().map_err(syntax)?;
+        r.skip_value()?;
         return Ok(None);
     }
-    r.eat(b'{', "ConsumedCapacity is not an object").map_err(syntax)?;
-    if r.eat_if(b'}') {
-        return Ok(None);
-    }
-    loop {
-        let key = r.string().map_err(syntax)?;
-        r.eat(b':', "expected ':'").map_err(syntax)?;
+    let mut units = None;
+    r.members(|r, key| {
         if key.raw == b"CapacityUnits" {
-            units = Some(r.double().map_err(syntax)?);
+            units = Some(r.double()?);
         } else {
-            r.skip_value().map_err(syntax)?;
+            r.skip_value()?;
         }
-        if r.eat_if(b',') {
-            continue;
-        }
-        r.eat(b'}', "expected ',' or '}'").map_err(syntax)?;
-        return Ok(units);
-    }
+        Ok::<(), crate::json::SyntaxError>(())
+    })?;
+    Ok(units)
 }
 
 #[cfg(test)]

@@ -33,5 +33,11 @@ impl std::error::Error for CoreError {}
 
 pub type CoreResult<T> = Result<T, CoreError>;
 
+impl From<crate::json::SyntaxError> for CoreError {
+    fn from(e: crate::json::SyntaxError) -> Self {
+        CoreError::BadBody { offset: e.offset, why: e.why.to_string() }
+    }
+}
+
 /// Why one item cannot be represented; it goes to the reject table with this text.
 pub type Reason = Cow<'static, str>;

@@ -286,6 +286,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Read an object member by member: `f` gets each key with the reader at its value, which it
+    /// must consume. Errors of `f` end the walk.
+    pub fn members<E: From<SyntaxError>>(
+        &mut self,
+        mut f: impl FnMut(&mut Self, RawStr<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.eat(b'{', "expected a JSON object")?;
+        if self.eat_if(b'}') {
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':', "expected ':'")?;
+            f(self, key)?;
+            if !self.eat_if(b',') {
+                self.eat(b'}', "expected ',' or '}'")?;
+                return Ok(());
+            }
+        }
+    }
+
     /// Skip one value and return its bytes.
     pub fn value_span(&mut self) -> JsonResult<&'a [u8]> {
         self.ws();

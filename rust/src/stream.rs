@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
-use crate::encoder::{bad_body, check_utf8, syntax, Encoded, Encoder, Reject};
+use crate::encoder::{bad_body, check_utf8, Encoded, Encoder, Reject};
 use crate::error::{CoreError, CoreResult, Reason};
-use crate::json::{JsonResult, RawStr, Reader};
+use crate::json::{JsonResult, RawStr, Reader, SyntaxError};
 use crate::pgcopy;
 
 /// One GetRecords response, collapsed per key.
@@ -52,37 +52,28 @@ impl<'a> Encoder<'_, 'a> {
         let mut records: Vec<Record<'a>> = Vec::new();
         let mut r = Reader::new(body);
         let mut saw_records = false;
-        r.eat(b'{', "expected a JSON object").map_err(syntax)?;
-        if !r.eat_if(b'}') {
-            loop {
-                let key = r.string().map_err(syntax)?;
-                r.eat(b':', "expected ':'").map_err(syntax)?;
-                match key.raw {
-                    b"Records" => {
-                        saw_records = true;
-                        read_records(&mut r, &mut records, &mut batch).map_err(syntax)?;
-                    }
-                    b"NextShardIterator" => {
-                        if r.peek() == Some(b'n') {
-                            r.skip_value().map_err(syntax)?;
-                        } else {
-                            batch.next_shard_iterator = Some(text(r.string().map_err(syntax)?));
-                        }
-                    }
-                    b"__type" => {
-                        let code = text(r.string().map_err(syntax)?);
-                        let code = code.rsplit('#').next().unwrap_or(&code).to_string();
-                        return Err(CoreError::ServiceError { code, message: String::new() });
-                    }
-                    _ => r.skip_value().map_err(syntax)?,
+        r.members(|r, key| -> CoreResult<()> {
+            match key.raw {
+                b"Records" => {
+                    saw_records = true;
+                    read_records(r, &mut records, &mut batch)?;
                 }
-                if r.eat_if(b',') {
-                    continue;
+                b"NextShardIterator" => {
+                    if r.peek() == Some(b'n') {
+                        r.skip_value()?;
+                    } else {
+                        batch.next_shard_iterator = Some(text(r.string()?));
+                    }
                 }
-                r.eat(b'}', "expected ',' or '}'").map_err(syntax)?;
-                break;
+                b"__type" => {
+                    let code = text(r.string()?);
+                    let code = code.rsplit('#').next().unwrap_or(&code).to_string();
+                    return Err(CoreError::ServiceError { code, message: String::new() });
+                }
+                _ => r.skip_value()?,
             }
-        }
+            Ok(())
+        })?;
         if !r.at_end() {
             return Err(bad_body(r.pos, "unexpected data after the response object"));
         }
@@ -122,7 +113,7 @@ impl<'a> Encoder<'_, 'a> {
                 }
                 (Op::Upsert, Some(image)) => {
                     let mut item = Reader::new(image);
-                    self.one_item(&mut item).map_err(syntax)?;
+                    self.one_item(&mut item)?;
                 }
                 (Op::Upsert, None) => batch.fetch.push(rec.keys.to_vec()),
             }
@@ -204,53 +195,34 @@ fn read_record<'a>(r: &mut Reader<'a>, batch: &mut StreamBatch) -> JsonResult<Re
     let mut op = None;
     let mut keys = None;
     let mut new_image = None;
-    r.eat(b'{', "a record is not an object")?;
+    r.ws();
     let at = r.pos;
-    if !r.eat_if(b'}') {
-        loop {
-            let key = r.string()?;
-            r.eat(b':', "expected ':'")?;
-            match key.raw {
-                b"eventName" => {
-                    op = match r.string()?.raw {
-                        b"INSERT" | b"MODIFY" => Some(Op::Upsert),
-                        b"REMOVE" => Some(Op::Remove),
-                        _ => return r.err("unknown eventName"),
-                    };
-                }
-                b"dynamodb" => {
-                    r.eat(b'{', "dynamodb is not an object")?;
-                    if !r.eat_if(b'}') {
-                        loop {
-                            let field = r.string()?;
-                            r.eat(b':', "expected ':'")?;
-                            match field.raw {
-                                b"Keys" => keys = Some(r.value_span()?),
-                                b"NewImage" => new_image = Some(r.value_span()?),
-                                b"SequenceNumber" => batch.last_sequence_number = Some(text(r.string()?)),
-                                b"ApproximateCreationDateTime" => batch.last_created = Some(r.double()?),
-                                _ => r.skip_value()?,
-                            }
-                            if r.eat_if(b',') {
-                                continue;
-                            }
-                            r.eat(b'}', "expected ',' or '}'")?;
-                            break;
-                        }
-                    }
-                }
-                _ => r.skip_value()?,
+    r.members(|r, key| {
+        match key.raw {
+            b"eventName" => {
+                op = match r.string()?.raw {
+                    b"INSERT" | b"MODIFY" => Some(Op::Upsert),
+                    b"REMOVE" => Some(Op::Remove),
+                    _ => return r.err("unknown eventName"),
+                };
             }
-            if r.eat_if(b',') {
-                continue;
-            }
-            r.eat(b'}', "expected ',' or '}'")?;
-            break;
+            b"dynamodb" => r.members(|r, field| {
+                match field.raw {
+                    b"Keys" => keys = Some(r.value_span()?),
+                    b"NewImage" => new_image = Some(r.value_span()?),
+                    b"SequenceNumber" => batch.last_sequence_number = Some(text(r.string()?)),
+                    b"ApproximateCreationDateTime" => batch.last_created = Some(r.double()?),
+                    _ => r.skip_value()?,
+                }
+                Ok::<(), SyntaxError>(())
+            })?,
+            _ => r.skip_value()?,
         }
-    }
+        Ok::<(), SyntaxError>(())
+    })?;
     match (op, keys) {
         (Some(op), Some(keys)) if keys.first() == Some(&b'{') => Ok(Record { op, keys, new_image }),
-        _ => Err(crate::json::SyntaxError { offset: at, why: "a record without eventName or Keys" }),
+        _ => Err(SyntaxError { offset: at, why: "a record without eventName or Keys" }),
     }
 }
 
