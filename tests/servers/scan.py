@@ -32,63 +32,74 @@ import argparse
 import base64
 import binascii
 import bisect
-import contextlib
-import email.utils
-import http.server
 import random
 import signal
-import socket
-import sys
 import threading
 import time
-import traceback
-import uuid
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Final, NamedTuple
 
 import orjson
 
+from tests.servers.protocol import (
+    ACCOUNT,
+    DYNAMO_PREFIX,
+    MAX_TOTAL_SEGMENTS,
+    REGION,
+    DynamoError,
+    Handler,
+    Reply,
+    ScanParams,
+    ServerBase,
+    Stats,
+    check_key_schema,
+    check_scan,
+    consumed_capacity,
+    key_schema_json,
+    list_tables,
+    mix,
+    not_found,
+    scan_params,
+    serialization,
+    table_description,
+    table_name,
+    throughput_exceeded,
+    validation,
+)
+
+# The public names, those from protocol included: they were defined here before it was shared.
+__all__ = [
+    "ACCOUNT",
+    "MAX_TOTAL_SEGMENTS",
+    "PAGE_BYTES",
+    "REGION",
+    "TYPICAL_KEYS",
+    "DynamoError",
+    "IndexSpec",
+    "ScanServer",
+    "TableSpec",
+    "TableStats",
+    "all_types_item",
+    "main",
+    "typical_item",
+]
+
 PAGE_BYTES: Final = 1_048_576
 """The most item bytes one Scan page carries."""
-MAX_TOTAL_SEGMENTS: Final = 1_000_000
-REGION: Final = "us-east-1"
-ACCOUNT: Final = "123456789012"
 TYPICAL_KEYS: Final = (("pk", "S"), ("sk", "N"))
 """The key schema of ``typical_item`` and ``all_types_item``."""
 
-_TARGET_PREFIX = "DynamoDB_20120810."
-# DynamoDB's own error documents: service errors carry the API's namespace, but request validation
-# and wire errors come from the Coral framework underneath (clients only read the part after '#').
-_DYNAMO = "com.amazonaws.dynamodb.v20120810#"
-_VALIDATE = "com.amazon.coral.validate#"
-_CORAL = "com.amazon.coral.service#"
-_CONTENT_TYPE = "application/x-amz-json-1.0"
 # A fixed creation time keeps DescribeTable answers reproducible.
 _CREATED = 1_700_000_000.0
-_KEY_TYPES = frozenset({"S", "N", "B"})
-_SCAN_PARAMS = frozenset(
-    {
-        "TableName",
-        "Segment",
-        "TotalSegments",
-        "Limit",
-        "ExclusiveStartKey",
-        "ConsistentRead",
-        "ReturnConsumedCapacity",
-        "Select",
-    }
-)
 _SELECT = ("SPECIFIC_ATTRIBUTES", "COUNT", "ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES")
-_CAPACITY = ("INDEXES", "TOTAL", "NONE")
 # Segment orderings are kept for this many distinct TotalSegments values per table; a client that
 # tries many would otherwise grow the cache without bound.
 _ORDERINGS_KEPT = 8
-_REASONS = {200: "OK", 400: "Bad Request", 500: "Internal Server Error"}
 
 IndexSpec = tuple[str, Sequence[tuple[str, str]]]
 
@@ -119,7 +130,7 @@ class TableSpec:
         object.__setattr__(self, "lsis", tuple((n, tuple(k)) for n, k in self.lsis))
         if not 3 <= len(self.name) <= 255 or not all(c.isascii() and (c.isalnum() or c in "_.-") for c in self.name):
             raise ValueError(f"invalid table name {self.name!r}")
-        _check_key_schema(self.name, self.key_schema)
+        check_key_schema(self.name, self.key_schema)
         if self.count < 0:
             raise ValueError(f"{self.name}: negative item count")
         if isinstance(self.billing, bool) or not (
@@ -127,7 +138,7 @@ class TableSpec:
         ):
             raise ValueError(f"{self.name}: billing is 'PAY_PER_REQUEST' or a positive read capacity")
         for index, schema in self.indexes():
-            _check_key_schema(f"{self.name}/{index}", schema)
+            check_key_schema(f"{self.name}/{index}", schema)
         names = [n for n, _ in self.gsis] + [n for n, _ in self.lsis]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate index name")
@@ -152,60 +163,19 @@ class TableSpec:
         return list(seen.items())
 
 
-def _check_key_schema(owner: str, schema: Sequence[tuple[str, str]]) -> None:
-    if len(schema) not in (1, 2) or len({a for a, _ in schema}) != len(schema):
-        raise ValueError(f"{owner}: a key schema is a partition key and an optional, different sort key")
-    for attr, type_ in schema:
-        if type_ not in _KEY_TYPES or not attr:
-            raise ValueError(f"{owner}: key attribute {attr!r} of type {type_!r}")
-
-
 @dataclass(frozen=True)
-class TableStats:
+class TableStats(Stats):
     """What one table served.
 
     ``requests`` counts the valid DescribeTable and Scan requests naming the table, faulty answers
     included; ``items`` and ``bytes`` (response bodies) count the Scan pages served, retries included.
     """
 
-    requests: int = 0
-    throttles: int = 0
-    errors: int = 0
-    crc_errors: int = 0
-    items: int = 0
     bytes: int = 0
-
-
-class DynamoError(Exception):
-    """An error answer: HTTP status and a DynamoDB error document."""
-
-    def __init__(self, status: int, namespace: str, code: str, message: str, **extra: Any) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.body = orjson.dumps({"__type": namespace + code, "message": message, **extra})
-
-
-def _validation(message: str) -> DynamoError:
-    return DynamoError(400, _VALIDATE, "ValidationException", message)
-
-
-def _serialization(message: str) -> DynamoError:
-    return DynamoError(400, _CORAL, "SerializationException", message)
 
 
 # ---------------------------------------------------------------------------------------------
 # Item generators
-
-
-_M64 = (1 << 64) - 1
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: well-spread bits from a counter, several times cheaper than random.Random(i)."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
 
 
 _FIRST = "Ada Alan Barbara Claude Donald Edsger Frances Grace John Ken Leslie Margaret Niklaus Radia Tim Xavier".split()
@@ -240,9 +210,9 @@ def typical_item(i: int) -> bytes:
     partition key. The text is compact, ASCII-only JSON, so ``orjson.dumps(orjson.loads(b))`` gives
     back the same bytes.
     """
-    x = _mix(i)
-    y = _mix(x ^ i)
-    z = _mix(y) | (_mix(y ^ x) << 64)
+    x = mix(i)
+    y = mix(x ^ i)
+    z = mix(y) | (mix(y ^ x) << 64)
     first = _FIRST[x & 15]
     last = _LAST[(x >> 4) & 15]
     mask = (x >> 40) & 0xFFFF or 1
@@ -512,18 +482,16 @@ class _Table:
             }
         else:
             throughput = {"NumberOfDecreasesToday": 0, "ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
-        table: dict[str, Any] = {
-            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": t} for a, t in spec.attribute_definitions()],
-            "TableName": spec.name,
-            "KeySchema": _key_schema_json(spec.key_schema),
-            "TableStatus": "ACTIVE",
-            "CreationDateTime": _CREATED,
-            "ProvisionedThroughput": throughput,
-            "TableSizeBytes": self.size,
-            "ItemCount": len(self.items),
-            "TableArn": self.arn,
-            "TableId": str(uuid.uuid5(uuid.NAMESPACE_URL, self.arn)),
-        }
+        table = table_description(
+            name=spec.name,
+            arn=self.arn,
+            key_schema=spec.key_schema,
+            attributes=spec.attribute_definitions(),
+            created=_CREATED,
+            throughput=throughput,
+            size=self.size,
+            count=len(self.items),
+        )
         # Tables created on demand report their mode; tables created provisioned often carry no summary.
         if spec.billing == "PAY_PER_REQUEST":
             table["BillingModeSummary"] = {
@@ -536,7 +504,7 @@ class _Table:
             count, size = self.index_stats[name]
             index: dict[str, Any] = {
                 "IndexName": name,
-                "KeySchema": _key_schema_json(schema),
+                "KeySchema": key_schema_json(schema),
                 "Projection": {"ProjectionType": "ALL"},
                 "IndexSizeBytes": size,
                 "ItemCount": count,
@@ -556,134 +524,30 @@ class _Table:
         return {"Table": table}
 
 
-def _key_schema_json(schema: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    return [
-        {"AttributeName": a, "KeyType": kind}
-        for (a, _), kind in zip(schema, ("HASH", "RANGE")[: len(schema)], strict=True)
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # Request parsing
 
 
-def _table_name(req: dict[str, Any]) -> str:
-    name = req.get("TableName")
-    if name is None:
-        raise _validation(
-            "1 validation error detected: Value null at 'tableName' failed to satisfy constraint: "
-            "Member must not be null"
-        )
-    if not isinstance(name, str):
-        raise _serialization("TableName must be a string")
-    # DynamoDB also accepts a table's ARN wherever it takes its name.
-    if name.startswith("arn:") and ":table/" in name:
-        return name.split(":table/", 1)[1]
-    return name
-
-
-def _int(req: dict[str, Any], name: str) -> int | None:
-    value = req.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _serialization(f"NUMBER_VALUE cannot be converted to Integer ({name})")
-    return value
-
-
-def _str(req: dict[str, Any], name: str) -> str | None:
-    value = req.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise _serialization(f"Unexpected value type in payload ({name})")
-
-
-def _at_least(value: int, floor: int, field: str) -> None:
-    if value < floor:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
-            f"Member must have value greater than or equal to {floor}"
-        )
-
-
-def _at_most(value: int, ceiling: int, field: str) -> None:
-    if value > ceiling:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
-            f"Member must have value less than or equal to {ceiling}"
-        )
-
-
-def _enum(value: str | None, allowed: Sequence[str], field: str) -> None:
-    if value is not None and value not in allowed:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
-            f"Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-
-
 class _Scan(NamedTuple):
-    """A validated Scan request."""
+    """A validated Scan request: its parameters, and what this server makes of them."""
 
-    table: str
-    limit: int | None
+    params: ScanParams
     segment: int
     total: int
     count_only: bool
-    capacity: str | None
-    consistent: bool
     start_key: dict[str, Any] | None
 
 
 def _parse_scan(req: dict[str, Any]) -> _Scan:
     """Check a Scan request as DynamoDB does, with its messages, in its order."""
-    unsupported = sorted(set(req) - _SCAN_PARAMS)
-    if unsupported:
-        raise _validation(f"The podyn-fast test server does not support {', '.join(unsupported)} in Scan")
-    name = _table_name(req)
-    limit = _int(req, "Limit")
-    segment = _int(req, "Segment")
-    total = _int(req, "TotalSegments")
-    select = _str(req, "Select")
-    capacity = _str(req, "ReturnConsumedCapacity")
-    consistent = req.get("ConsistentRead", False)
-    if not isinstance(consistent, bool):
-        raise _serialization("ConsistentRead must be a boolean")
+    params = scan_params(req)
     start_key = req.get("ExclusiveStartKey")
     if start_key is not None and not isinstance(start_key, dict):
-        raise _serialization("ExclusiveStartKey must be a map")
-    if limit is not None:
-        _at_least(limit, 1, "limit")
-    _enum(select, _SELECT, "select")
-    _enum(capacity, _CAPACITY, "returnConsumedCapacity")
-    _check_segments(segment, total)
-    if select not in (None, "ALL_ATTRIBUTES", "COUNT"):
-        raise _validation(f"The podyn-fast test server does not support Select={select}")
-    return _Scan(name, limit, segment or 0, total or 1, select == "COUNT", capacity, consistent, start_key)
-
-
-def _check_segments(segment: int | None, total: int | None) -> None:
-    if segment is not None:
-        _at_least(segment, 0, "segment")
-        _at_most(segment, MAX_TOTAL_SEGMENTS - 1, "segment")
-    if total is not None:
-        _at_least(total, 1, "totalSegments")
-        _at_most(total, MAX_TOTAL_SEGMENTS, "totalSegments")
-    if segment is not None and total is None:
-        raise _validation(
-            "The TotalSegments parameter is required but was not present in the request when "
-            "Segment parameter is present"
-        )
-    if total is not None and segment is None:
-        raise _validation(
-            "The Segment parameter is required but was not present in the request when parameter "
-            "TotalSegments is present"
-        )
-    if total is not None and segment is not None and segment >= total:
-        raise _validation(
-            "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
-            f"Segment: {segment} is not less than TotalSegments: {total}"
-        )
+        raise serialization("ExclusiveStartKey must be a map")
+    check_scan(params, _SELECT)
+    if params.select not in (None, "ALL_ATTRIBUTES", "COUNT"):
+        raise validation(f"The podyn-fast test server does not support Select={params.select}")
+    return _Scan(params, params.segment or 0, params.total or 1, params.select == "COUNT", start_key)
 
 
 def _page(table: _Table, ordering: _Ordering, start: int, scan: _Scan) -> tuple[bytes, int]:
@@ -693,18 +557,15 @@ def _page(table: _Table, ordering: _Ordering, start: int, scan: _Scan) -> tuple[
     # The last item whose running total stays within 1 MB of the page's start; at least one item.
     end = max(bisect.bisect_right(cum, cum[start] + PAGE_BYTES, lo=start) - 1, min(start + 1, length))
     stopped = end < length
-    if scan.limit is not None and end - start >= scan.limit:
-        end = start + scan.limit
+    limit = scan.params.limit
+    if limit is not None and end - start >= limit:
+        end = start + limit
         # Like DynamoDB: a page cut by Limit names its last key even when nothing follows.
         stopped = True
     count = end - start
     parts = []
-    if scan.capacity in ("TOTAL", "INDEXES"):
-        # Scan charges the items' total size in 4 KB units (not each item rounded up), at least one.
-        units = max(1, -(-(cum[end] - cum[start]) // 4096)) * (1.0 if scan.consistent else 0.5)
-        consumed: dict[str, Any] = {"TableName": table.spec.name, "CapacityUnits": units}
-        if scan.capacity == "INDEXES":
-            consumed["Table"] = {"CapacityUnits": units}
+    consumed = consumed_capacity(table.spec.name, cum[end] - cum[start], scan.params)
+    if consumed is not None:
         parts.append(b'"ConsumedCapacity":' + orjson.dumps(consumed))
     parts.append(b'"Count":%d' % count)
     if not scan.count_only:
@@ -720,93 +581,11 @@ def _page(table: _Table, ordering: _Ordering, start: int, scan: _Scan) -> tuple[
     return b"{" + b",".join(parts) + b"}", count
 
 
-class _Reply(NamedTuple):
-    status: int
-    body: bytes
-    bad_crc: bool = False
-
-
 # ---------------------------------------------------------------------------------------------
 # The server
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    """One thread per connection; remembers open connections so stop() can end idle keep-alives."""
-
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], app: ScanServer) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self.connections_lock:
-                self.connections.discard(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that goes away mid-response is normal under retries and timeouts; anything else
-        # is a bug worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in one write, but small error answers must not wait for Nagle.
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def do_POST(self) -> None:
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            # Without a length the rest of the stream cannot be framed: answer and hang up.
-            self.close_connection = True
-            self._send(DynamoError(400, _CORAL, "SerializationException", "Content-Length required").body, 400)
-            return
-        body = self.rfile.read(int(length))
-        reply = self.server.app.dispatch(self.headers.get("X-Amz-Target", ""), body)
-        self._send(reply.body, reply.status, bad_crc=reply.bad_crc)
-
-    def do_GET(self) -> None:
-        # DynamoDB's health check answer, handy to probe the server with curl.
-        self._send(f"healthy: dynamodb.{REGION}.amazonaws.com ".encode(), 200, content_type="text/plain")
-
-    def _send(self, body: bytes, status: int, *, content_type: str = _CONTENT_TYPE, bad_crc: bool = False) -> None:
-        crc = zlib.crc32(body)
-        if bad_crc:
-            crc ^= 0xFFFFFFFF
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            "Server: Server\r\n"
-            f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            f"Connection: {'close' if self.close_connection else 'keep-alive'}\r\n"
-            f"x-amzn-RequestId: {_request_id()}\r\n"
-            f"x-amz-crc32: {crc}\r\n\r\n"
-        ).encode("ascii")
-        # One write: the body is a fresh bytes object anyway, and one send avoids a small-packet stall.
-        self.wfile.write(head + body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Thousands of requests per second would drown the test output.
-        return
-
-
-def _request_id() -> str:
-    # DynamoDB's request ids are 52 characters of [A-Z0-9].
-    return base64.b32encode(random.randbytes(35)).decode("ascii")[:52]
-
-
-class ScanServer:
+class ScanServer(ServerBase[TableStats]):
     """A DynamoDB endpoint on 127.0.0.1 serving the given tables (see the module docstring).
 
     ``start()`` returns the endpoint URL; ``stop()`` ends it; ``with ScanServer(...) as s:`` does both.
@@ -816,19 +595,11 @@ class ScanServer:
     ``reset_faults``), so a sequential client sees the same faults on every run.
     """
 
+    _thread_name = "scan-server"
+
     def __init__(self, tables: Iterable[TableSpec] = (), *, port: int = 0, seed: int = 0) -> None:
-        self._port = port
-        self._seed = seed
-        self._lock = threading.Lock()
+        super().__init__(port=port, seed=seed, lock=threading.Lock(), stats=TableStats)
         self._tables: dict[str, _Table] = {}
-        self._stats: dict[str, TableStats] = {}
-        self._rng = random.Random(seed)
-        self._latency = 0.0
-        self._throttle_rate = 0.0
-        self._error_rate = 0.0
-        self._crc_error_rate = 0.0
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         for spec in tables:
             self.add_table(spec)
 
@@ -865,245 +636,64 @@ class ScanServer:
         table.build()
         return table.size
 
-    # Faults and counters -----------------------------------------------------------------------
-
-    @property
-    def latency(self) -> float:
-        """Seconds added before every request is answered."""
-        return self._latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("latency must be >= 0")
-        self._latency = float(seconds)
-
-    @property
-    def throttle_rate(self) -> float:
-        """Fraction of Scan requests answered 400 ProvisionedThroughputExceededException."""
-        return self._throttle_rate
-
-    @throttle_rate.setter
-    def throttle_rate(self, rate: float) -> None:
-        self.set_faults(throttle_rate=rate)
-
-    @property
-    def error_rate(self) -> float:
-        """Fraction of Scan requests answered 500 InternalServerError."""
-        return self._error_rate
-
-    @error_rate.setter
-    def error_rate(self, rate: float) -> None:
-        self.set_faults(error_rate=rate)
-
-    @property
-    def crc_error_rate(self) -> float:
-        """Fraction of Scan pages sent with a wrong x-amz-crc32 header (botocore retries those)."""
-        return self._crc_error_rate
-
-    @crc_error_rate.setter
-    def crc_error_rate(self, rate: float) -> None:
-        self.set_faults(crc_error_rate=rate)
-
-    def set_faults(
-        self,
-        *,
-        latency: float | None = None,
-        throttle_rate: float | None = None,
-        error_rate: float | None = None,
-        crc_error_rate: float | None = None,
-        seed: int | None = None,
-    ) -> None:
-        """Change some faults at once; the rates must add up to at most 1."""
-        with self._lock:
-            rates = [
-                self._throttle_rate if throttle_rate is None else float(throttle_rate),
-                self._error_rate if error_rate is None else float(error_rate),
-                self._crc_error_rate if crc_error_rate is None else float(crc_error_rate),
-            ]
-            if any(not 0.0 <= r <= 1.0 for r in rates) or sum(rates) > 1.0:
-                raise ValueError(f"fault rates must be in [0, 1] and add up to at most 1: {rates}")
-            if latency is not None:
-                self.latency = latency
-            self._throttle_rate, self._error_rate, self._crc_error_rate = rates
-            if seed is not None:
-                self._rng.seed(seed)
-
-    def reset_faults(self) -> None:
-        """No latency, no faults, and the fault generator back at its seed."""
-        with self._lock:
-            self._latency = self._throttle_rate = self._error_rate = self._crc_error_rate = 0.0
-            self._rng.seed(self._seed)
-
-    def stats(self, table: str) -> TableStats:
-        """A snapshot of one table's counters."""
-        with self._lock:
-            return self._stats[table]
-
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = dict.fromkeys(self._stats, TableStats())
-
-    def _count(self, table: str, **deltas: int) -> None:
-        with self._lock:
-            old = self._stats.get(table)
-            if old is not None:
-                self._stats[table] = replace(old, **{k: getattr(old, k) + v for k, v in deltas.items()})
-
-    # Lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> str:
-        """Bind 127.0.0.1 (a free port unless one was given), serve in a background thread, return the URL."""
-        if self._httpd is not None:
-            raise RuntimeError("the server is already running")
-        self._httpd = _HTTPServer(("127.0.0.1", self._port), self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="scan-server", daemon=True
-        )
-        self._thread.start()
-        return self.endpoint
-
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        httpd.shutdown()
-        # Keep-alive connections would otherwise keep their threads waiting for another request.
-        with httpd.connections_lock:
-            for conn in httpd.connections:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        thread.join()
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> ScanServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # Requests ----------------------------------------------------------------------------------
 
-    def dispatch(self, target: str, body: bytes) -> _Reply:
-        """Answer one request: ``X-Amz-Target`` and the JSON body in, status and body out."""
-        if self._latency:
-            time.sleep(self._latency)
-        operation = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
-        handler = {"Scan": self._scan, "DescribeTable": self._describe_table, "ListTables": self._list_tables}.get(
-            operation
-        )
-        try:
-            if handler is None:
-                raise DynamoError(400, _CORAL, "UnknownOperationException", "")
-            try:
-                req = orjson.loads(body)
-            except orjson.JSONDecodeError as e:
-                raise _serialization(f"Invalid JSON: {e}") from e
-            if not isinstance(req, dict):
-                raise _serialization("Start of structure or map found where not expected")
-            return handler(req)
-        except DynamoError as e:
-            return _Reply(e.status, e.body)
-        except Exception as e:
-            # A bug in this server: answer like DynamoDB's 500 (so clients retry) and show where.
-            traceback.print_exc()
-            return _Reply(500, DynamoError(500, _DYNAMO, "InternalServerError", f"test server bug: {e!r}").body)
+    def _operations(self) -> dict[str, Handler]:
+        return {
+            DYNAMO_PREFIX + "Scan": self._scan,
+            DYNAMO_PREFIX + "DescribeTable": self._describe_table,
+            DYNAMO_PREFIX + "ListTables": self._list_tables,
+        }
 
     def _table(self, name: str, message: str) -> _Table:
         with self._lock:
             table = self._tables.get(name)
             if table is None:
-                raise DynamoError(400, _DYNAMO, "ResourceNotFoundException", message)
+                raise not_found(message)
             old = self._stats[name]
             self._stats[name] = replace(old, requests=old.requests + 1)
         table.build()
         return table
 
-    def _list_tables(self, req: dict[str, Any]) -> _Reply:
-        limit = _int(req, "Limit")
-        start = _str(req, "ExclusiveStartTableName")
-        if limit is not None:
-            _at_least(limit, 1, "limit")
-            _at_most(limit, 100, "limit")
-        names = self.table_names()
-        if start is not None:
-            names = names[bisect.bisect_right(names, start) :]
-        page = names[: limit or 100]
-        out: dict[str, Any] = {"TableNames": page}
-        if len(names) > len(page):
-            out["LastEvaluatedTableName"] = page[-1]
-        return _Reply(200, orjson.dumps(out))
+    def _list_tables(self, req: dict[str, Any]) -> Reply:
+        return list_tables(req, self.table_names())
 
-    def _describe_table(self, req: dict[str, Any]) -> _Reply:
-        name = _table_name(req)
+    def _describe_table(self, req: dict[str, Any]) -> Reply:
+        name = table_name(req)
         table = self._table(name, f"Requested resource not found: Table: {name} not found")
-        return _Reply(200, orjson.dumps(table.describe()))
+        return Reply(200, orjson.dumps(table.describe()))
 
-    def _scan(self, req: dict[str, Any]) -> _Reply:
+    def _scan(self, req: dict[str, Any]) -> Reply:
         scan = _parse_scan(req)
-        table = self._table(scan.table, "Requested resource not found")
+        table = self._table(scan.params.table, "Requested resource not found")
         ordering = table.ordering(scan.total, scan.segment)
         start = 0
         if scan.start_key is not None:
             start = ordering.position_after(self._start_index(table, scan.start_key, scan.total, scan.segment))
-        bad_crc = self._draw_fault(table)
+        bad_crc = self._draw_fault(table.spec.name, lambda: self._throttled(table))
         body, count = _page(table, ordering, start, scan)
-        self._count(scan.table, items=count, bytes=len(body), crc_errors=int(bad_crc))
-        return _Reply(200, body, bad_crc)
+        self._count(scan.params.table, items=count, bytes=len(body), crc_errors=int(bad_crc))
+        return Reply(200, body, bad_crc)
 
-    def _draw_fault(self, table: _Table) -> bool:
-        """Raise the throttle or 500 this request draws; True when its CRC header is to be wrong."""
-        # Drawn only for requests that are valid, so the same valid request sequence meets the same
-        # faults whatever else a test sent.
-        with self._lock:
-            draw = self._rng.random()
-            throttle, error, crc = self._throttle_rate, self._error_rate, self._crc_error_rate
-        name = table.spec.name
-        if draw < throttle:
-            self._count(name, throttles=1)
-            limit = (
-                "ProvisionedThroughputExceeded" if isinstance(table.spec.billing, int) else "KeyRangeThroughputExceeded"
-            )
-            raise DynamoError(
-                400,
-                _DYNAMO,
-                "ProvisionedThroughputExceededException",
-                "The level of configured provisioned throughput for the table was exceeded. "
-                "Consider increasing your provisioning level with the UpdateTable API.",
-                ThrottlingReasons=[{"reason": f"TableRead{limit}", "resource": table.arn}],
-            )
-        if draw < throttle + error:
-            self._count(name, errors=1)
-            raise DynamoError(500, _DYNAMO, "InternalServerError", "Internal server error")
-        return draw < throttle + error + crc
+    @staticmethod
+    def _throttled(table: _Table) -> DynamoError:
+        limit = "ProvisionedThroughputExceeded" if isinstance(table.spec.billing, int) else "KeyRangeThroughputExceeded"
+        return throughput_exceeded(ThrottlingReasons=[{"reason": f"TableRead{limit}", "resource": table.arn}])
 
     @staticmethod
     def _start_index(table: _Table, start_key: dict[str, Any], total: int, segment: int) -> int:
         schema = table.spec.key_schema
         key = tuple(_key_part(start_key.get(attr), type_) for attr, type_ in schema)
         if len(start_key) != len(schema) or None in key:
-            raise _validation(
-                "The provided starting key is invalid: The provided key element does not match the schema"
-            )
+            raise validation("The provided starting key is invalid: The provided key element does not match the schema")
         index = table.positions.get(key)
         if index is None:
-            raise _validation(
+            raise validation(
                 "The provided starting key is invalid: the podyn-fast test server only resumes from the key "
                 "of an existing item"
             )
         if table.hashes[index] % total != segment:
-            raise _validation(
+            raise validation(
                 f"The provided starting key is invalid: it belongs to another segment than {segment} of {total}"
             )
         return index

@@ -51,28 +51,73 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import contextlib
 import email.utils
-import http.server
 import random
 import re
-import socket
-import sys
 import threading
 import time
-import traceback
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
-REGION: Final = "us-east-1"
-ACCOUNT: Final = "123456789012"
+from tests.servers.protocol import (
+    ACCOUNT,
+    DYNAMO,
+    DYNAMO_PREFIX,
+    REGION,
+    DynamoError,
+    Handler,
+    Reply,
+    ServerBase,
+    Stats,
+    bool_param,
+    check_enum,
+    check_key_schema,
+    check_params,
+    check_range,
+    check_scan,
+    consumed_capacity,
+    int_param,
+    invalid,
+    key_schema_json,
+    list_tables,
+    mix,
+    not_found,
+    required,
+    scan_params,
+    serialization,
+    str_param,
+    table_description,
+    table_name,
+    throughput_exceeded,
+    validation,
+)
+
+# The public names, those from protocol included: they were defined here before it was shared.
+__all__ = [
+    "ACCOUNT",
+    "BATCH_GET_BYTES",
+    "BATCH_GET_KEYS",
+    "DEFAULT_KEYS",
+    "ITEM_BYTES",
+    "ITERATOR_TTL",
+    "MAX_GET_RECORDS",
+    "PAGE_BYTES",
+    "REGION",
+    "RETENTION",
+    "VIEW_TYPES",
+    "DynamoError",
+    "Key",
+    "KeySchema",
+    "StreamsServer",
+    "StreamsStats",
+    "normalize_number",
+]
+
 DEFAULT_KEYS: Final = (("pk", "S"), ("sk", "N"))
 VIEW_TYPES: Final = ("NEW_AND_OLD_IMAGES", "NEW_IMAGE", "OLD_IMAGE", "KEYS_ONLY")
 PAGE_BYTES: Final = 1_048_576
@@ -84,16 +129,7 @@ BATCH_GET_BYTES: Final = 16 * 1024 * 1024
 ITERATOR_TTL: Final = 900.0
 RETENTION: Final = 86_400.0
 
-_DYNAMO_PREFIX = "DynamoDB_20120810."
 _STREAMS_PREFIX = "DynamoDBStreams_20120810."
-# Service errors carry the API's namespace (Streams shares DynamoDB's); validation and wire errors
-# come from the Coral framework underneath. Clients only read the part after '#'.
-_DYNAMO = "com.amazonaws.dynamodb.v20120810#"
-_VALIDATE = "com.amazon.coral.validate#"
-_CORAL = "com.amazon.coral.service#"
-_CONTENT_TYPE = "application/x-amz-json-1.0"
-_REASONS = {200: "OK", 400: "Bad Request", 500: "Internal Server Error"}
-_KEY_TYPES = frozenset({"S", "N", "B"})
 _MAX_DEPTH = 32
 # Decimal's default context keeps 28 digits; DynamoDB numbers have up to 38.
 _DECIMALS = Context(prec=200)
@@ -111,33 +147,6 @@ Key = tuple[str, ...]
 _Position = tuple[int, tuple[Any, ...], Key]
 
 
-class DynamoError(Exception):
-    """An error answer: HTTP status and a DynamoDB error document. The Python API raises it too."""
-
-    def __init__(self, status: int, namespace: str, code: str, message: str, **extra: Any) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.body = orjson.dumps({"__type": namespace + code, "message": message, **extra})
-
-
-def _validation(message: str) -> DynamoError:
-    return DynamoError(400, _VALIDATE, "ValidationException", message)
-
-
-def _invalid(message: str) -> DynamoError:
-    """A bad parameter value, worded as DynamoDB words them."""
-    return _validation(f"One or more parameter values were invalid: {message}")
-
-
-def _serialization(message: str) -> DynamoError:
-    return DynamoError(400, _CORAL, "SerializationException", message)
-
-
-def _not_found(message: str = "Requested resource not found") -> DynamoError:
-    return DynamoError(400, _DYNAMO, "ResourceNotFoundException", message)
-
-
 # ---------------------------------------------------------------------------------------------
 # Attribute values
 
@@ -149,36 +158,36 @@ def normalize_number(text: object) -> str:
     digits, magnitudes beyond 1E-130 … 9.99…E+125.
     """
     if not isinstance(text, str) or not _NUMBER.fullmatch(text):
-        raise _validation("A value provided cannot be converted into a number")
+        raise validation("A value provided cannot be converted into a number")
     number = Decimal(text)
     if number.is_zero():
         return "0"
     normal = number.normalize(_DECIMALS)
     if len(normal.as_tuple().digits) > 38:
-        raise _validation("Attempting to store more than 38 significant digits in a Number")
+        raise validation("Attempting to store more than 38 significant digits in a Number")
     if normal.adjusted() > 125:
-        raise _validation("Number overflow. Attempting to store a number with magnitude larger than supported range")
+        raise validation("Number overflow. Attempting to store a number with magnitude larger than supported range")
     if normal.adjusted() < -130:
-        raise _validation("Number underflow. Attempting to store a number with magnitude smaller than supported range")
+        raise validation("Number underflow. Attempting to store a number with magnitude smaller than supported range")
     return format(normal, "f")
 
 
 def _binary(text: object) -> tuple[str, bytes]:
     if not isinstance(text, str):
-        raise _serialization("Binary values are base64 strings")
+        raise serialization("Binary values are base64 strings")
     try:
         data = base64.b64decode(text, validate=True)
     except binascii.Error as e:
-        raise _serialization(f"Base64 encoded binary value is invalid: {e}") from e
+        raise serialization(f"Base64 encoded binary value is invalid: {e}") from e
     return base64.b64encode(data).decode("ascii"), data
 
 
 def _value(value: object, depth: int = 1) -> dict[str, Any]:
     """A checked, normalised copy of one attribute value (DynamoDB JSON)."""
     if depth > _MAX_DEPTH:
-        raise _validation("Nesting Levels have exceeded supported limits")
+        raise validation("Nesting Levels have exceeded supported limits")
     if not isinstance(value, dict) or len(value) != 1:
-        raise _validation(
+        raise validation(
             "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported "
             "datatypes"
             if isinstance(value, dict) and value
@@ -187,25 +196,25 @@ def _value(value: object, depth: int = 1) -> dict[str, Any]:
     ((tag, inner),) = value.items()
     check = _VALUE_CHECKS.get(tag)
     if check is None:
-        raise _serialization(f"Unknown attribute value type {tag!r}")
+        raise serialization(f"Unknown attribute value type {tag!r}")
     return {tag: check(inner, depth)}
 
 
 def _typed(inner: object, kind: type, tag: str) -> Any:
     if not isinstance(inner, kind):
-        raise _serialization(f"{tag} values are {kind.__name__} values")
+        raise serialization(f"{tag} values are {kind.__name__} values")
     return inner
 
 
 def _a_set(inner: object, tag: str, each: Callable[[object], tuple[str, object]]) -> list[str]:
     """A set's members, normalised: non-empty, and no two equal (numbers by value, binary by bytes)."""
     if not isinstance(inner, list):
-        raise _serialization(f"{tag} values are lists")
+        raise serialization(f"{tag} values are lists")
     if not inner:
-        raise _invalid(f"An {tag.lower()} may not be empty")
+        raise invalid(f"An {tag.lower()} may not be empty")
     members = [each(v) for v in inner]
     if len({identity for _, identity in members}) != len(members):
-        raise _invalid(f"Input collection {inner!r} of type {tag} contains duplicates.")
+        raise invalid(f"Input collection {inner!r} of type {tag} contains duplicates.")
     return [text for text, _ in members]
 
 
@@ -221,7 +230,7 @@ def _number_member(value: object) -> tuple[str, object]:
 
 def _null(inner: object, depth: int) -> bool:
     if inner is not True:
-        raise _invalid("Null attribute value types must have the value of true")
+        raise invalid("Null attribute value types must have the value of true")
     return True
 
 
@@ -241,7 +250,7 @@ _VALUE_CHECKS: dict[str, Callable[[Any, int], Any]] = {
 
 def _name(name: object) -> str:
     if not isinstance(name, str) or not name:
-        raise _validation("Empty attribute name")
+        raise validation("Empty attribute name")
     return name
 
 
@@ -273,17 +282,6 @@ def _order_part(text: str, type_: str) -> object:
 def _partition_hash(text: str, type_: str) -> int:
     # A stable hash of the partition key's value routes records to shards and items to Scan segments.
     return zlib.crc32(base64.b64decode(text) if type_ == "B" else text.encode())
-
-
-_M64 = (1 << 64) - 1
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: well-spread bits from a counter."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
 
 
 def _epoch_number(seconds: int) -> bytes:
@@ -380,7 +378,7 @@ class _Stream:
         depth = 0
         while shard.children:
             depth += 1
-            shard = shard.children[_mix(hash_ * 64 + depth) % len(shard.children)]
+            shard = shard.children[mix(hash_ * 64 + depth) % len(shard.children)]
         return shard
 
 
@@ -416,25 +414,25 @@ class _Table:
     def key(self, doc: object, *, exact: bool, what: str = "key") -> Key:
         """The key of an item (``exact=False``) or of a Key parameter (``exact=True``), checked."""
         if not isinstance(doc, dict):
-            raise _serialization(f"The {what} must be a map")
+            raise serialization(f"The {what} must be a map")
         if exact and len(doc) != len(self.key_schema):
-            raise _validation("The provided key element does not match the schema")
+            raise validation("The provided key element does not match the schema")
         parts = []
         for attr, type_ in self.key_schema:
             value = doc.get(attr)
             if value is None:
                 if exact:
-                    raise _validation("The provided key element does not match the schema")
-                raise _invalid(f"Missing the key {attr} in the item")
+                    raise validation("The provided key element does not match the schema")
+                raise invalid(f"Missing the key {attr} in the item")
             if not isinstance(value, dict) or len(value) != 1:
-                raise _validation("The provided key element does not match the schema")
+                raise validation("The provided key element does not match the schema")
             ((tag, text),) = value.items()
             if tag != type_:
                 if exact:
-                    raise _validation("The provided key element does not match the schema")
-                raise _invalid(f"Type mismatch for key {attr} expected: {type_} actual: {tag}")
+                    raise validation("The provided key element does not match the schema")
+                raise invalid(f"Type mismatch for key {attr} expected: {type_} actual: {tag}")
             if text == "":
-                raise _validation(
+                raise validation(
                     "One or more parameter values are not valid. The AttributeValue for a key attribute cannot "
                     f"contain an empty string value. Key: {attr}"
                 )
@@ -454,32 +452,15 @@ class _Table:
             self.sizes[key] = len(orjson.dumps(item))
             self.size += self.sizes[key]
 
-    def attribute_definitions(self) -> list[dict[str, str]]:
+    def attribute_definitions(self) -> list[tuple[str, str]]:
         seen: dict[str, str] = {}
         for attr, type_ in [*self.key_schema, *(k for _, schema in self.gsis for k in schema)]:
             seen.setdefault(attr, type_)
-        return [{"AttributeName": a, "AttributeType": t} for a, t in seen.items()]
-
-
-def _key_schema_json(schema: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    return [
-        {"AttributeName": a, "KeyType": kind}
-        for (a, _), kind in zip(schema, ("HASH", "RANGE")[: len(schema)], strict=True)
-    ]
-
-
-def _check_key_schema(owner: str, schema: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    out = tuple((a, t) for a, t in schema)
-    if len(out) not in (1, 2) or len({a for a, _ in out}) != len(out):
-        raise ValueError(f"{owner}: a key schema is a partition key and an optional, different sort key")
-    for attr, type_ in out:
-        if type_ not in _KEY_TYPES or not attr:
-            raise ValueError(f"{owner}: key attribute {attr!r} of type {type_!r}")
-    return out
+        return list(seen.items())
 
 
 @dataclass(frozen=True)
-class StreamsStats:
+class StreamsStats(Stats):
     """What one table saw.
 
     ``requests`` counts the valid requests naming the table or its streams, faulty answers included;
@@ -488,153 +469,19 @@ class StreamsStats:
     ``changes`` the writes that changed the table and ``records_written`` the stream records they made.
     """
 
-    requests: int = 0
-    throttles: int = 0
-    errors: int = 0
-    crc_errors: int = 0
-    items: int = 0
     records: int = 0
     unprocessed: int = 0
     changes: int = 0
     records_written: int = 0
 
 
-class _Reply(NamedTuple):
-    status: int
-    body: bytes
-    bad_crc: bool = False
-
-
 # ---------------------------------------------------------------------------------------------
 # Request parsing
 
 
-def _table_name(req: dict[str, Any], field_: str = "TableName") -> str:
-    name = req.get(field_)
-    if name is None:
-        raise _validation(
-            f"1 validation error detected: Value null at '{field_[0].lower()}{field_[1:]}' failed to satisfy "
-            "constraint: Member must not be null"
-        )
-    if not isinstance(name, str):
-        raise _serialization(f"{field_} must be a string")
-    # DynamoDB also accepts a table's ARN wherever it takes its name.
-    if name.startswith("arn:") and ":table/" in name:
-        return name.split(":table/", 1)[1]
-    return name
-
-
-def _required(req: dict[str, Any], name: str) -> Any:
-    value = req.get(name)
-    if value is None:
-        raise _validation(
-            f"1 validation error detected: Value null at '{name[0].lower()}{name[1:]}' failed to satisfy "
-            "constraint: Member must not be null"
-        )
-    return value
-
-
-def _int(req: dict[str, Any], name: str) -> int | None:
-    value = req.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _serialization(f"NUMBER_VALUE cannot be converted to Integer ({name})")
-    return value
-
-
-def _str(req: dict[str, Any], name: str) -> str | None:
-    value = req.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise _serialization(f"Unexpected value type in payload ({name})")
-
-
-def _bool(req: dict[str, Any], name: str) -> bool:
-    value = req.get(name, False)
-    if not isinstance(value, bool):
-        raise _serialization(f"{name} must be a boolean")
-    return value
-
-
-def _range(value: int | None, field_: str, floor: int | None = None, ceiling: int | None = None) -> None:
-    if value is None:
-        return
-    if floor is not None and value < floor:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field_}' failed to satisfy constraint: "
-            f"Member must have value greater than or equal to {floor}"
-        )
-    if ceiling is not None and value > ceiling:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field_}' failed to satisfy constraint: "
-            f"Member must have value less than or equal to {ceiling}"
-        )
-
-
-def _enum(value: str | None, allowed: Sequence[str], field_: str) -> None:
-    if value is not None and value not in allowed:
-        raise _validation(
-            f"1 validation error detected: Value '{value}' at '{field_}' failed to satisfy constraint: "
-            f"Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-
-
-def _only(req: dict[str, Any], operation: str, allowed: Iterable[str]) -> None:
-    unsupported = sorted(set(req) - set(allowed))
-    if unsupported:
-        raise _validation(f"The podyn-fast test server does not support {', '.join(unsupported)} in {operation}")
-
-
-def _parse_scan(req: dict[str, Any]) -> tuple[str, int | None, int, int, str | None, str | None, bool]:
-    """A Scan request checked as DynamoDB checks it, in its order, with its messages."""
-    _only(
-        req,
-        "Scan",
-        {
-            "TableName",
-            "Segment",
-            "TotalSegments",
-            "Limit",
-            "ExclusiveStartKey",
-            "ConsistentRead",
-            "ReturnConsumedCapacity",
-            "Select",
-        },
-    )
-    name = _table_name(req)
-    limit = _int(req, "Limit")
-    segment = _int(req, "Segment")
-    total = _int(req, "TotalSegments")
-    select = _str(req, "Select")
-    capacity = _str(req, "ReturnConsumedCapacity")
-    consistent = _bool(req, "ConsistentRead")
-    _range(limit, "limit", 1)
-    _enum(select, ("ALL_ATTRIBUTES", "COUNT"), "select")
-    _enum(capacity, ("INDEXES", "TOTAL", "NONE"), "returnConsumedCapacity")
-    _range(segment, "segment", 0, 999_999)
-    _range(total, "totalSegments", 1, 1_000_000)
-    if segment is not None and total is None:
-        raise _validation(
-            "The TotalSegments parameter is required but was not present in the request when "
-            "Segment parameter is present"
-        )
-    if total is not None and segment is None:
-        raise _validation(
-            "The Segment parameter is required but was not present in the request when parameter "
-            "TotalSegments is present"
-        )
-    if total is not None and segment is not None and segment >= total:
-        raise _validation(
-            "The Segment parameter is zero-based and must be less than parameter TotalSegments: "
-            f"Segment: {segment} is not less than TotalSegments: {total}"
-        )
-    return name, limit, segment or 0, total or 1, select, capacity, consistent
-
-
 def _sequence(text: object) -> int:
     if not isinstance(text, str) or not text.isdigit() or not text.isascii() or not 21 <= len(text) <= 40:
-        raise _validation(f"Invalid SequenceNumber: {text!r}")
+        raise validation(f"Invalid SequenceNumber: {text!r}")
     return int(text)
 
 
@@ -642,7 +489,7 @@ def _sequence(text: object) -> int:
 # The server
 
 
-class StreamsServer:
+class StreamsServer(ServerBase[StreamsStats]):
     """A DynamoDB + DynamoDB Streams endpoint on 127.0.0.1 (see the module docstring).
 
     ``start()`` returns the endpoint URL, ``stop()`` ends it; ``with StreamsServer() as s:`` does
@@ -652,8 +499,12 @@ class StreamsServer:
     Faults: ``latency`` on every request; ``throttle_rate`` and ``error_rate`` on the operations in
     ``fault_operations`` (Scan and GetRecords unless set); ``crc_error_rate`` on those that are
     DynamoDB operations; ``unprocessed_rate`` on BatchGetItem keys. They are drawn from a generator
-    seeded by ``seed`` (reset by ``reset_faults``).
+    seeded by ``seed`` (reset by ``reset_faults``). A throttled Scan answers
+    ProvisionedThroughputExceededException, a throttled GetRecords LimitExceededException.
     """
+
+    _thread_name = "streams-server"
+    _poll_interval = 0.05
 
     def __init__(
         self,
@@ -665,8 +516,7 @@ class StreamsServer:
         retention: float = RETENTION,
         describe_page_size: int = 100,
     ) -> None:
-        self._port = port
-        self._seed = seed
+        super().__init__(port=port, seed=seed, lock=threading.RLock(), stats=StreamsStats)
         self.region = region
         self.iterator_ttl = iterator_ttl
         """Seconds a shard iterator stays valid (DynamoDB: 15 minutes)."""
@@ -674,22 +524,13 @@ class StreamsServer:
         """Seconds a stream record is kept (DynamoDB: 24 hours)."""
         self.describe_page_size = describe_page_size
         """Shards per DescribeStream page when the request gives no Limit (DynamoDB: 100)."""
-        self._lock = threading.RLock()
         self._tables: dict[str, _Table] = {}
         self._streams: dict[str, _Stream] = {}
-        self._stats: dict[str, StreamsStats] = {}
         self._ids = random.Random(seed)
-        self._rng = random.Random(seed)
         self._clock_offset = 0.0
-        self._latency = 0.0
-        self._throttle_rate = 0.0
-        self._error_rate = 0.0
-        self._crc_error_rate = 0.0
         self._unprocessed_rate = 0.0
         self._fault_operations = _FAULT_OPERATIONS
         self._hide_shard_ends = False
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # Clock -------------------------------------------------------------------------------------
 
@@ -728,8 +569,8 @@ class StreamsServer:
             raise ValueError("a stream has at least one shard")
         if auto_split_every is not None and auto_split_every < 1:
             raise ValueError("auto_split_every is a positive number of records")
-        schema = _check_key_schema(name, key_schema)
-        indexes = tuple((index, _check_key_schema(f"{name}/{index}", s)) for index, s in gsis)
+        schema = check_key_schema(name, key_schema)
+        indexes = tuple((index, check_key_schema(f"{name}/{index}", s)) for index, s in gsis)
         with self._lock:
             if name in self._tables:
                 raise ValueError(f"table {name!r} already exists")
@@ -787,7 +628,7 @@ class StreamsServer:
             changes = {_name(a): _value(v) for a, v in (set or {}).items()}
             for attr in [*changes, *(remove or ())]:
                 if attr in keys:
-                    raise _validation(
+                    raise validation(
                         "One or more parameter values were invalid: Cannot update attribute "
                         f"{attr}. This attribute is part of the key"
                     )
@@ -807,7 +648,7 @@ class StreamsServer:
 
     def _checked_item(self, table: _Table, item: object) -> tuple[Key, dict[str, Any]]:
         if not isinstance(item, dict):
-            raise _serialization("Item must be a map")
+            raise serialization("Item must be a map")
         key = table.key(item, exact=False)
         new = {_name(attr): _value(value) for attr, value in item.items()}
         self._check_size(new)
@@ -816,7 +657,7 @@ class StreamsServer:
     @staticmethod
     def _check_size(item: dict[str, Any]) -> None:
         if len(orjson.dumps(item)) > ITEM_BYTES:
-            raise _validation("Item size has exceeded the maximum allowed size")
+            raise validation("Item size has exceeded the maximum allowed size")
 
     def _apply(self, table: _Table, key: Key, new: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
         """Store ``new`` (None: delete) under ``key``; the old item and the record's eventName."""
@@ -927,7 +768,7 @@ class StreamsServer:
         with self._lock:
             t = self._table(table)
             if t.stream is None:
-                raise _validation("Table already has no stream enabled")
+                raise validation("Table already has no stream enabled")
             self._disable(t)
 
     def enable_stream(self, table: str, view_type: str = "NEW_AND_OLD_IMAGES") -> str:
@@ -936,7 +777,7 @@ class StreamsServer:
             t = self._table(table)
             if t.stream is not None:
                 raise DynamoError(
-                    400, _DYNAMO, "ResourceInUseException", f"Table already has an enabled stream: {t.stream.arn}"
+                    400, DYNAMO, "ResourceInUseException", f"Table already has an enabled stream: {t.stream.arn}"
                 )
             return self._enable(t, view_type).arn
 
@@ -1060,45 +901,7 @@ class StreamsServer:
                 shard.dropped = True
 
     # Faults and counters -----------------------------------------------------------------------
-
-    @property
-    def latency(self) -> float:
-        """Seconds added before every request is answered."""
-        return self._latency
-
-    @latency.setter
-    def latency(self, seconds: float) -> None:
-        self.set_faults(latency=seconds)
-
-    @property
-    def throttle_rate(self) -> float:
-        """Fraction of fault-prone requests throttled.
-
-        Scan answers ProvisionedThroughputExceededException, GetRecords LimitExceededException.
-        """
-        return self._throttle_rate
-
-    @throttle_rate.setter
-    def throttle_rate(self, rate: float) -> None:
-        self.set_faults(throttle_rate=rate)
-
-    @property
-    def error_rate(self) -> float:
-        """Fraction of fault-prone requests answered 500 InternalServerError."""
-        return self._error_rate
-
-    @error_rate.setter
-    def error_rate(self, rate: float) -> None:
-        self.set_faults(error_rate=rate)
-
-    @property
-    def crc_error_rate(self) -> float:
-        """Fraction of fault-prone DynamoDB answers sent with a wrong x-amz-crc32 (the Streams client checks none)."""
-        return self._crc_error_rate
-
-    @crc_error_rate.setter
-    def crc_error_rate(self, rate: float) -> None:
-        self.set_faults(crc_error_rate=rate)
+    # Latency, throttle, error and CRC rates, stats and the lifecycle are ServerBase's.
 
     @property
     def unprocessed_rate(self) -> float:
@@ -1127,164 +930,65 @@ class StreamsServer:
         EndingSequenceNumber) while listing their children, as DynamoDB briefly may.
         """
         with self._lock:
-            rates = [
-                self._throttle_rate if throttle_rate is None else float(throttle_rate),
-                self._error_rate if error_rate is None else float(error_rate),
-                self._crc_error_rate if crc_error_rate is None else float(crc_error_rate),
-            ]
             unprocessed = self._unprocessed_rate if unprocessed_rate is None else float(unprocessed_rate)
-            if any(not 0.0 <= r <= 1.0 for r in [*rates, unprocessed]) or sum(rates) > 1.0:
-                raise ValueError(f"fault rates must be in [0, 1] and add up to at most 1: {rates}")
-            if latency is not None:
-                if latency < 0:
-                    raise ValueError("latency must be >= 0")
-                self._latency = float(latency)
-            self._throttle_rate, self._error_rate, self._crc_error_rate = rates
+            self._set_faults(latency, throttle_rate, error_rate, crc_error_rate, seed, other_rates=[unprocessed])
             self._unprocessed_rate = unprocessed
             if fault_operations is not None:
                 self._fault_operations = frozenset(fault_operations)
             if hide_shard_ends is not None:
                 self._hide_shard_ends = hide_shard_ends
-            if seed is not None:
-                self._rng.seed(seed)
 
     def reset_faults(self) -> None:
         """No latency, no faults, and the fault generator back at its seed."""
         with self._lock:
-            self._latency = self._throttle_rate = self._error_rate = 0.0
-            self._crc_error_rate = self._unprocessed_rate = 0.0
+            super().reset_faults()
+            self._unprocessed_rate = 0.0
             self._fault_operations = _FAULT_OPERATIONS
             self._hide_shard_ends = False
-            self._rng.seed(self._seed)
 
-    def stats(self, table: str) -> StreamsStats:
-        """A snapshot of one table's counters."""
-        with self._lock:
-            return self._stats[table]
-
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = dict.fromkeys(self._stats, StreamsStats())
-
-    def _count(self, table: str, **deltas: int) -> None:
-        with self._lock:
-            old = self._stats.get(table)
-            if old is not None:
-                self._stats[table] = replace(old, **{k: getattr(old, k) + v for k, v in deltas.items()})
-
-    def _draw_fault(self, operation: str, table: str, *, dynamo: bool) -> bool:
-        """Raise the throttle or 500 this request draws; True when its CRC header is to be wrong."""
+    def _draw_operation_fault(self, operation: str, table: str, *, dynamo: bool) -> bool:
+        """``_draw_fault`` for the operations in ``fault_operations``: throttles as each service does."""
         if operation not in self._fault_operations:
             return False
-        # Drawn only for valid requests, so the same request sequence meets the same faults.
-        draw = self._rng.random()
-        throttle, error = self._throttle_rate, self._error_rate
-        crc = self._crc_error_rate if dynamo else 0.0
-        if draw < throttle:
-            self._count(table, throttles=1)
+
+        def throttled() -> DynamoError:
             if not dynamo:
-                raise DynamoError(400, _DYNAMO, "LimitExceededException", "Rate exceeded for shard")
-            raise DynamoError(
-                400,
-                _DYNAMO,
-                "ProvisionedThroughputExceededException",
-                "The level of configured provisioned throughput for the table was exceeded. "
-                "Consider increasing your provisioning level with the UpdateTable API.",
+                return DynamoError(400, DYNAMO, "LimitExceededException", "Rate exceeded for shard")
+            return throughput_exceeded(
                 ThrottlingReasons=[
                     {"reason": "TableReadKeyRangeThroughputExceeded", "resource": self._table(table).arn}
-                ],
+                ]
             )
-        if draw < throttle + error:
-            self._count(table, errors=1)
-            raise DynamoError(500, _DYNAMO, "InternalServerError", "Internal server error")
-        return draw < throttle + error + crc
 
-    # Lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> str:
-        """Bind 127.0.0.1 (a free port unless one was given), serve in a background thread, return the URL."""
-        if self._httpd is not None:
-            raise RuntimeError("the server is already running")
-        self._httpd = _HTTPServer(("127.0.0.1", self._port), self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="streams-server", daemon=True
-        )
-        self._thread.start()
-        return self.endpoint
-
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        httpd.shutdown()
-        # Keep-alive connections would otherwise keep their threads waiting for another request.
-        with httpd.connections_lock:
-            for conn in httpd.connections:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        thread.join()
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> StreamsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        # The Streams client checks no CRC, so its answers never draw a bad one.
+        return self._draw_fault(table, throttled, crc=dynamo)
 
     # Requests ----------------------------------------------------------------------------------
 
-    def dispatch(self, target: str, body: bytes) -> _Reply:
-        """Answer one request: ``X-Amz-Target`` and the JSON body in, status and body out."""
-        if self._latency:
-            time.sleep(self._latency)
-        handlers = {
-            _DYNAMO_PREFIX + "PutItem": self._put_item,
-            _DYNAMO_PREFIX + "DeleteItem": self._delete_item,
-            _DYNAMO_PREFIX + "GetItem": self._get_item,
-            _DYNAMO_PREFIX + "BatchGetItem": self._batch_get_item,
-            _DYNAMO_PREFIX + "Scan": self._scan,
-            _DYNAMO_PREFIX + "DescribeTable": self._describe_table,
-            _DYNAMO_PREFIX + "ListTables": self._list_tables,
+    def _operations(self) -> dict[str, Handler]:
+        return {
+            DYNAMO_PREFIX + "PutItem": self._put_item,
+            DYNAMO_PREFIX + "DeleteItem": self._delete_item,
+            DYNAMO_PREFIX + "GetItem": self._get_item,
+            DYNAMO_PREFIX + "BatchGetItem": self._batch_get_item,
+            DYNAMO_PREFIX + "Scan": self._scan,
+            DYNAMO_PREFIX + "DescribeTable": self._describe_table,
+            DYNAMO_PREFIX + "ListTables": self._list_tables,
             _STREAMS_PREFIX + "ListStreams": self._list_streams,
             _STREAMS_PREFIX + "DescribeStream": self._describe_stream,
             _STREAMS_PREFIX + "GetShardIterator": self._get_shard_iterator,
             _STREAMS_PREFIX + "GetRecords": self._get_records,
         }
-        handler = handlers.get(target)
-        try:
-            if handler is None:
-                raise DynamoError(400, _CORAL, "UnknownOperationException", "")
-            try:
-                req = orjson.loads(body)
-            except orjson.JSONDecodeError as e:
-                raise _serialization(f"Invalid JSON: {e}") from e
-            if not isinstance(req, dict):
-                raise _serialization("Start of structure or map found where not expected")
-            with self._lock:
-                reply: _Reply = handler(req)
-            return reply
-        except DynamoError as e:
-            return _Reply(e.status, e.body)
-        except Exception as e:
-            # A bug in this server: answer like DynamoDB's 500 (so clients retry) and show where.
-            traceback.print_exc()
-            return _Reply(500, DynamoError(500, _DYNAMO, "InternalServerError", f"test server bug: {e!r}").body)
+
+    def _handle(self, handler: Handler, req: dict[str, Any]) -> Reply:
+        # One operation at a time: writes, stream records and reads see one consistent state.
+        with self._lock:
+            return handler(req)
 
     def _table(self, name: str, message: str | None = None) -> _Table:
         table = self._tables.get(name)
         if table is None:
-            raise _not_found(message or "Requested resource not found")
+            raise not_found(message or "Requested resource not found")
         return table
 
     def _requested(self, name: str, message: str | None = None) -> _Table:
@@ -1294,34 +998,34 @@ class StreamsServer:
 
     # DynamoDB ----------------------------------------------------------------------------------
 
-    def _put_item(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "PutItem", {"TableName", "Item", "ReturnValues", "ReturnConsumedCapacity"})
-        table = self._requested(_table_name(req))
-        returns = _str(req, "ReturnValues")
-        _enum(returns, ("NONE", "ALL_OLD"), "returnValues")
-        key, new = self._checked_item(table, _required(req, "Item"))
+    def _put_item(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "PutItem", {"TableName", "Item", "ReturnValues", "ReturnConsumedCapacity"})
+        table = self._requested(table_name(req))
+        returns = str_param(req, "ReturnValues")
+        check_enum(returns, ("NONE", "ALL_OLD"), "returnValues")
+        key, new = self._checked_item(table, required(req, "Item"))
         old, _ = self._apply(table, key, new)
-        return _Reply(200, orjson.dumps({"Attributes": old} if returns == "ALL_OLD" and old is not None else {}))
+        return Reply(200, orjson.dumps({"Attributes": old} if returns == "ALL_OLD" and old is not None else {}))
 
-    def _delete_item(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "DeleteItem", {"TableName", "Key", "ReturnValues", "ReturnConsumedCapacity"})
-        table = self._requested(_table_name(req))
-        returns = _str(req, "ReturnValues")
-        _enum(returns, ("NONE", "ALL_OLD"), "returnValues")
-        old, _ = self._apply(table, table.key(_required(req, "Key"), exact=True), None)
-        return _Reply(200, orjson.dumps({"Attributes": old} if returns == "ALL_OLD" and old is not None else {}))
+    def _delete_item(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "DeleteItem", {"TableName", "Key", "ReturnValues", "ReturnConsumedCapacity"})
+        table = self._requested(table_name(req))
+        returns = str_param(req, "ReturnValues")
+        check_enum(returns, ("NONE", "ALL_OLD"), "returnValues")
+        old, _ = self._apply(table, table.key(required(req, "Key"), exact=True), None)
+        return Reply(200, orjson.dumps({"Attributes": old} if returns == "ALL_OLD" and old is not None else {}))
 
-    def _get_item(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "GetItem", {"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"})
-        table = self._requested(_table_name(req))
-        _bool(req, "ConsistentRead")
-        item = table.items.get(table.key(_required(req, "Key"), exact=True))
+    def _get_item(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "GetItem", {"TableName", "Key", "ConsistentRead", "ReturnConsumedCapacity"})
+        table = self._requested(table_name(req))
+        bool_param(req, "ConsistentRead")
+        item = table.items.get(table.key(required(req, "Key"), exact=True))
         if item is None:
-            return _Reply(200, b"{}")
+            return Reply(200, b"{}")
         self._count(table.name, items=1)
-        return _Reply(200, orjson.dumps({"Item": item}))
+        return Reply(200, orjson.dumps({"Item": item}))
 
-    def _batch_get_item(self, req: dict[str, Any]) -> _Reply:
+    def _batch_get_item(self, req: dict[str, Any]) -> Reply:
         wanted = self._batch_keys(req)
         for table, _, _ in wanted:
             self._count(table.name, requests=1)
@@ -1349,47 +1053,45 @@ class StreamsServer:
             # DynamoDB throttles a batch of which it could process nothing.
             name = wanted[0][0].name
             self._count(name, throttles=1)
-            raise DynamoError(
-                400,
-                _DYNAMO,
-                "ProvisionedThroughputExceededException",
-                "The level of configured provisioned throughput for the table was exceeded. "
-                "Consider increasing your provisioning level with the UpdateTable API.",
-            )
-        return _Reply(200, orjson.dumps({"Responses": responses, "UnprocessedKeys": unprocessed}))
+            raise throughput_exceeded()
+        return Reply(200, orjson.dumps({"Responses": responses, "UnprocessedKeys": unprocessed}))
 
     def _batch_keys(self, req: dict[str, Any]) -> list[tuple[_Table, dict[str, Any], list[tuple[Key, Any]]]]:
         """BatchGetItem's tables, their KeysAndAttributes and keys (parsed and as sent), checked."""
-        _only(req, "BatchGetItem", {"RequestItems", "ReturnConsumedCapacity"})
-        requested = _required(req, "RequestItems")
+        check_params(req, "BatchGetItem", {"RequestItems", "ReturnConsumedCapacity"})
+        requested = required(req, "RequestItems")
         if not isinstance(requested, dict) or not requested:
-            raise _validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint")
+            raise validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint")
         wanted: list[tuple[_Table, dict[str, Any], list[tuple[Key, Any]]]] = []
         total = 0
         for name, spec in requested.items():
-            table = self._table(_table_name({"TableName": name}))
+            table = self._table(table_name({"TableName": name}))
             if not isinstance(spec, dict):
-                raise _serialization("KeysAndAttributes must be a map")
-            _only(spec, "BatchGetItem", {"Keys", "ConsistentRead"})
-            raw_keys = _required(spec, "Keys")
+                raise serialization("KeysAndAttributes must be a map")
+            check_params(spec, "BatchGetItem", {"Keys", "ConsistentRead"})
+            raw_keys = required(spec, "Keys")
             if not isinstance(raw_keys, list) or not raw_keys:
-                raise _validation(
+                raise validation(
                     "1 validation error detected: Value at 'requestItems.keys' failed to satisfy constraint"
                 )
             keys = [(table.key(k, exact=True), k) for k in raw_keys]
             if len({k for k, _ in keys}) != len(keys):
-                raise _validation("Provided list of item keys contains duplicates")
+                raise validation("Provided list of item keys contains duplicates")
             total += len(keys)
             wanted.append((table, spec, keys))
         if total > BATCH_GET_KEYS:
-            raise _validation(
+            raise validation(
                 "Too many items requested for the BatchGetItem call; the request length exceeds the limit of "
                 f"{BATCH_GET_KEYS} keys"
             )
         return wanted
 
-    def _scan(self, req: dict[str, Any]) -> _Reply:
-        name, limit, segment, total, select, capacity, consistent = _parse_scan(req)
+    def _scan(self, req: dict[str, Any]) -> Reply:
+        params = scan_params(req)
+        # Only the Select values served are allowed, so an unsupported one cannot pass unnoticed.
+        check_scan(params, ("ALL_ATTRIBUTES", "COUNT"))
+        name, limit, select = params.table, params.limit, params.select
+        segment, total = params.segment or 0, params.total or 1
         table = self._requested(name)
         order = table.order()
         start = 0
@@ -1398,17 +1100,17 @@ class StreamsServer:
             try:
                 key = table.key(start_key, exact=True)
             except DynamoError as e:
-                raise _validation(
+                raise validation(
                     "The provided starting key is invalid: The provided key element does not match the schema"
                 ) from e
             position = table.scan_position(key)
             if position[0] % total != segment:
-                raise _validation(
+                raise validation(
                     f"The provided starting key is invalid: it belongs to another segment than {segment} of {total}"
                 )
             # Ordered by key, not by existence: a deleted item's key still resumes the scan.
             start = bisect.bisect_right(order, position)
-        bad_crc = self._draw_fault("Scan", name, dynamo=True)
+        bad_crc = self._draw_operation_fault("Scan", name, dynamo=True)
         items: list[dict[str, Any]] = []
         size = 0
         stopped = False
@@ -1426,11 +1128,9 @@ class StreamsServer:
         # Like DynamoDB: a page cut by Limit names its last key even when nothing follows.
         stopped |= len(items) == limit
         out: dict[str, Any] = {}
-        if capacity in ("TOTAL", "INDEXES"):
-            units = max(1, -(-size // 4096)) * (1.0 if consistent else 0.5)
-            out["ConsumedCapacity"] = {"TableName": name, "CapacityUnits": units}
-            if capacity == "INDEXES":
-                out["ConsumedCapacity"]["Table"] = {"CapacityUnits": units}
+        consumed = consumed_capacity(name, size, params)
+        if consumed is not None:
+            out["ConsumedCapacity"] = consumed
         out["Count"] = len(items)
         if select != "COUNT":
             out["Items"] = items
@@ -1438,28 +1138,26 @@ class StreamsServer:
             out["LastEvaluatedKey"] = table.key_doc(last)
         out["ScannedCount"] = len(items)
         self._count(name, items=len(items), crc_errors=int(bad_crc))
-        return _Reply(200, orjson.dumps(out), bad_crc)
+        return Reply(200, orjson.dumps(out), bad_crc)
 
-    def _describe_table(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "DescribeTable", {"TableName"})
-        name = _table_name(req)
+    def _describe_table(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "DescribeTable", {"TableName"})
+        name = table_name(req)
         table = self._requested(name, f"Requested resource not found: Table: {name} not found")
         throughput = {"NumberOfDecreasesToday": 0, "ReadCapacityUnits": 0, "WriteCapacityUnits": 0}
-        out: dict[str, Any] = {
-            "AttributeDefinitions": table.attribute_definitions(),
-            "TableName": name,
-            "KeySchema": _key_schema_json(table.key_schema),
-            "TableStatus": "ACTIVE",
-            "CreationDateTime": table.created,
-            "ProvisionedThroughput": throughput,
-            "TableSizeBytes": table.size,
-            "ItemCount": len(table.items),
-            "TableArn": table.arn,
-            "TableId": str(uuid.uuid5(uuid.NAMESPACE_URL, table.arn)),
-            "BillingModeSummary": {
-                "BillingMode": "PAY_PER_REQUEST",
-                "LastUpdateToPayPerRequestDateTime": table.created,
-            },
+        out = table_description(
+            name=table.name,
+            arn=table.arn,
+            key_schema=table.key_schema,
+            attributes=table.attribute_definitions(),
+            created=table.created,
+            throughput=throughput,
+            size=table.size,
+            count=len(table.items),
+        )
+        out["BillingModeSummary"] = {
+            "BillingMode": "PAY_PER_REQUEST",
+            "LastUpdateToPayPerRequestDateTime": table.created,
         }
         if table.gsis:
             gsis = []
@@ -1469,7 +1167,7 @@ class StreamsServer:
                 gsis.append(
                     {
                         "IndexName": index,
-                        "KeySchema": _key_schema_json(schema),
+                        "KeySchema": key_schema_json(schema),
                         "Projection": {"ProjectionType": "ALL"},
                         "IndexStatus": "ACTIVE",
                         "ProvisionedThroughput": throughput,
@@ -1488,40 +1186,30 @@ class StreamsServer:
             out["LatestStreamLabel"] = table.streams[-1].label
             out["LatestStreamArn"] = table.streams[-1].arn
         out["DeletionProtectionEnabled"] = False
-        return _Reply(200, orjson.dumps({"Table": out}))
+        return Reply(200, orjson.dumps({"Table": out}))
 
-    def _list_tables(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "ListTables", {"Limit", "ExclusiveStartTableName"})
-        limit = _int(req, "Limit")
-        start = _str(req, "ExclusiveStartTableName")
-        _range(limit, "limit", 1, 100)
-        names = sorted(self._tables)
-        if start is not None:
-            names = names[bisect.bisect_right(names, start) :]
-        page = names[: limit or 100]
-        out: dict[str, Any] = {"TableNames": page}
-        if len(names) > len(page):
-            out["LastEvaluatedTableName"] = page[-1]
-        return _Reply(200, orjson.dumps(out))
+    def _list_tables(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "ListTables", {"Limit", "ExclusiveStartTableName"})
+        return list_tables(req, sorted(self._tables))
 
     # DynamoDB Streams --------------------------------------------------------------------------
 
     def _stream(self, arn: object) -> _Stream:
         if not isinstance(arn, str):
-            raise _serialization("StreamArn must be a string")
+            raise serialization("StreamArn must be a string")
         stream = self._streams.get(arn)
         if stream is None:
-            raise _not_found(f"Requested resource not found: Stream: {arn} not found")
+            raise not_found(f"Requested resource not found: Stream: {arn} not found")
         self._count(stream.table, requests=1)
         self._retain(stream)
         return stream
 
-    def _list_streams(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "ListStreams", {"TableName", "Limit", "ExclusiveStartStreamArn"})
-        limit = _int(req, "Limit")
-        _range(limit, "limit", 1, 100)
-        start = _str(req, "ExclusiveStartStreamArn")
-        name = _str(req, "TableName")
+    def _list_streams(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "ListStreams", {"TableName", "Limit", "ExclusiveStartStreamArn"})
+        limit = int_param(req, "Limit")
+        check_range(limit, "limit", 1, 100)
+        start = str_param(req, "ExclusiveStartStreamArn")
+        name = str_param(req, "TableName")
         if name is not None:
             table = self._requested(name, f"Requested resource not found: Table: {name} not found")
             tables = [table]
@@ -1532,7 +1220,7 @@ class StreamsServer:
         if start is not None:
             arns = [s.arn for s in streams]
             if start not in arns:
-                raise _validation(f"Invalid ExclusiveStartStreamArn: {start}")
+                raise validation(f"Invalid ExclusiveStartStreamArn: {start}")
             streams = streams[arns.index(start) + 1 :]
         page = streams[: limit or 100]
         out: dict[str, Any] = {
@@ -1540,28 +1228,28 @@ class StreamsServer:
         }
         if len(streams) > len(page):
             out["LastEvaluatedStreamArn"] = page[-1].arn
-        return _Reply(200, orjson.dumps(out))
+        return Reply(200, orjson.dumps(out))
 
-    def _describe_stream(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "DescribeStream", {"StreamArn", "Limit", "ExclusiveStartShardId", "ShardFilter"})
-        stream = self._stream(_required(req, "StreamArn"))
-        limit = _int(req, "Limit")
-        _range(limit, "limit", 1, 100)
-        start = _str(req, "ExclusiveStartShardId")
+    def _describe_stream(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "DescribeStream", {"StreamArn", "Limit", "ExclusiveStartShardId", "ShardFilter"})
+        stream = self._stream(required(req, "StreamArn"))
+        limit = int_param(req, "Limit")
+        check_range(limit, "limit", 1, 100)
+        start = str_param(req, "ExclusiveStartShardId")
         shards = stream.shards
         shard_filter = req.get("ShardFilter")
         if shard_filter is not None:
             if not isinstance(shard_filter, dict):
-                raise _serialization("ShardFilter must be a map")
-            _enum(_str(shard_filter, "Type"), ("CHILD_SHARDS",), "shardFilter.type")
-            parent = stream.by_id.get(_required(shard_filter, "ShardId"))
+                raise serialization("ShardFilter must be a map")
+            check_enum(str_param(shard_filter, "Type"), ("CHILD_SHARDS",), "shardFilter.type")
+            parent = stream.by_id.get(required(shard_filter, "ShardId"))
             if parent is None:
-                raise _not_found("Requested resource not found: Shard does not exist")
+                raise not_found("Requested resource not found: Shard does not exist")
             shards = parent.children
         position = 0
         if start is not None:
             if start not in stream.by_id:
-                raise _not_found("Requested resource not found: Shard does not exist")
+                raise not_found("Requested resource not found: Shard does not exist")
             # Ids are found among dropped shards too, so a page boundary survives trimming.
             ids = [s.shard_id for s in shards]
             position = ids.index(start) + 1 if start in ids else 0
@@ -1569,7 +1257,7 @@ class StreamsServer:
         page = visible[: limit or self.describe_page_size]
         description: dict[str, Any] = {
             "CreationRequestDateTime": stream.created,
-            "KeySchema": _key_schema_json(stream.key_schema),
+            "KeySchema": key_schema_json(stream.key_schema),
             "Shards": [s.describe(self._hide_shard_ends) for s in page],
             "StreamArn": stream.arn,
             "StreamLabel": stream.label,
@@ -1579,17 +1267,19 @@ class StreamsServer:
         }
         if len(visible) > len(page):
             description["LastEvaluatedShardId"] = page[-1].shard_id
-        return _Reply(200, orjson.dumps({"StreamDescription": description}))
+        return Reply(200, orjson.dumps({"StreamDescription": description}))
 
-    def _get_shard_iterator(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "GetShardIterator", {"StreamArn", "ShardId", "ShardIteratorType", "SequenceNumber", "Timestamp"})
-        stream = self._stream(_required(req, "StreamArn"))
-        shard_id = _required(req, "ShardId")
-        kind = _required(req, "ShardIteratorType")
-        _enum(kind, _ITERATOR_TYPES, "shardIteratorType")
+    def _get_shard_iterator(self, req: dict[str, Any]) -> Reply:
+        check_params(
+            req, "GetShardIterator", {"StreamArn", "ShardId", "ShardIteratorType", "SequenceNumber", "Timestamp"}
+        )
+        stream = self._stream(required(req, "StreamArn"))
+        shard_id = required(req, "ShardId")
+        kind = required(req, "ShardIteratorType")
+        check_enum(kind, _ITERATOR_TYPES, "shardIteratorType")
         shard = stream.by_id.get(shard_id)
         if shard is None or shard.dropped:
-            raise _not_found("Requested resource not found: Shard does not exist")
+            raise not_found("Requested resource not found: Shard does not exist")
         high = stream.high_water(shard)
         if kind == "TRIM_HORIZON":
             position = max(shard.start, shard.trimmed_through + 1)
@@ -1598,18 +1288,18 @@ class StreamsServer:
         elif kind == "AT_TIMESTAMP":
             at = req.get("Timestamp")
             if isinstance(at, bool) or not isinstance(at, (int, float)):
-                raise _validation("Must specify a Timestamp for shard iterator type AT_TIMESTAMP")
+                raise validation("Must specify a Timestamp for shard iterator type AT_TIMESTAMP")
             if at > self.now():
-                raise _validation("The timestamp provided is in the future")
+                raise validation("The timestamp provided is in the future")
             kept = shard.records[shard.first :]
             index = next((i for i, r in enumerate(kept) if r.created >= at), None)
             position = high + 1 if index is None else kept[index].seq
         else:
             if req.get("SequenceNumber") is None:
-                raise _validation(f"Must specify a sequence number for shard iterator type {kind}")
+                raise validation(f"Must specify a sequence number for shard iterator type {kind}")
             seq = _sequence(req["SequenceNumber"])
             if not shard.start <= seq <= high:
-                raise _validation(
+                raise validation(
                     f"Invalid SequenceNumber {seq} for shard {shard.shard_id}: the shard's numbers run from "
                     f"{shard.start} to {high}"
                 )
@@ -1617,11 +1307,11 @@ class StreamsServer:
         if position <= shard.trimmed_through:
             raise DynamoError(
                 400,
-                _DYNAMO,
+                DYNAMO,
                 "TrimmedDataAccessException",
                 f"The requested sequence number {position} is beyond the trim horizon of shard {shard.shard_id}",
             )
-        return _Reply(200, orjson.dumps({"ShardIterator": self._iterator(stream, shard, position)}))
+        return Reply(200, orjson.dumps({"ShardIterator": self._iterator(stream, shard, position)}))
 
     def _iterator(self, stream: _Stream, shard: _Shard, position: int) -> str:
         # Like DynamoDB's: the stream ARN, then opaque state. Stateless, so polling leaves nothing behind.
@@ -1630,7 +1320,7 @@ class StreamsServer:
 
     def _parse_iterator(self, text: object) -> tuple[_Stream, _Shard, int, float]:
         if not isinstance(text, str):
-            raise _serialization("ShardIterator must be a string")
+            raise serialization("ShardIterator must be a string")
         try:
             arn, version, state = text.split("|")
             shard_id, position, issued = orjson.loads(base64.b64decode(state, validate=True))
@@ -1638,23 +1328,23 @@ class StreamsServer:
                 raise ValueError(version)
             number = int(position)
         except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as e:
-            raise _validation(f"Invalid ShardIterator: {text[:100]!r}") from e
+            raise validation(f"Invalid ShardIterator: {text[:100]!r}") from e
         stream = self._stream(arn)
         shard = stream.by_id.get(shard_id)
         if shard is None:
-            raise _validation(f"Invalid ShardIterator: {text[:100]!r}")
+            raise validation(f"Invalid ShardIterator: {text[:100]!r}")
         return stream, shard, number, issued
 
-    def _get_records(self, req: dict[str, Any]) -> _Reply:
-        _only(req, "GetRecords", {"ShardIterator", "Limit"})
-        stream, shard, position, issued = self._parse_iterator(_required(req, "ShardIterator"))
-        limit = _int(req, "Limit")
-        _range(limit, "limit", 1, MAX_GET_RECORDS)
+    def _get_records(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "GetRecords", {"ShardIterator", "Limit"})
+        stream, shard, position, issued = self._parse_iterator(required(req, "ShardIterator"))
+        limit = int_param(req, "Limit")
+        check_range(limit, "limit", 1, MAX_GET_RECORDS)
         now = self.now()
         if now - issued > self.iterator_ttl:
             raise DynamoError(
                 400,
-                _DYNAMO,
+                DYNAMO,
                 "ExpiredIteratorException",
                 f"Iterator expired. The iterator was created at time {email.utils.formatdate(issued, usegmt=True)} "
                 f"while right now it is {email.utils.formatdate(now, usegmt=True)}. "
@@ -1663,11 +1353,11 @@ class StreamsServer:
         if position <= shard.trimmed_through:
             raise DynamoError(
                 400,
-                _DYNAMO,
+                DYNAMO,
                 "TrimmedDataAccessException",
                 f"The iterator points to sequence number {position}, beyond the trim horizon of shard {shard.shard_id}",
             )
-        self._draw_fault("GetRecords", stream.table, dynamo=False)
+        self._draw_operation_fault("GetRecords", stream.table, dynamo=False)
         index = bisect.bisect_left(shard.seqs, position, lo=shard.first)
         end = min(len(shard.records), index + (limit or MAX_GET_RECORDS))
         bodies: list[bytes] = []
@@ -1685,80 +1375,4 @@ class StreamsServer:
         # else: a closed shard read to its end. No NextShardIterator tells the reader to go to the children.
         parts.append(b'"Records":[' + b",".join(bodies) + b"]")
         self._count(stream.table, records=len(bodies))
-        return _Reply(200, b"{" + b",".join(parts) + b"}")
-
-
-# ---------------------------------------------------------------------------------------------
-# HTTP
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    """One thread per connection; remembers open connections so stop() can end idle keep-alives."""
-
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], app: StreamsServer) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self.connections_lock:
-                self.connections.discard(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that goes away mid-response is normal under retries and timeouts.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def do_POST(self) -> None:
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            # Without a length the rest of the stream cannot be framed: answer and hang up.
-            self.close_connection = True
-            self._send(_serialization("Content-Length required").body, 400)
-            return
-        body = self.rfile.read(int(length))
-        reply = self.server.app.dispatch(self.headers.get("X-Amz-Target", ""), body)
-        self._send(reply.body, reply.status, bad_crc=reply.bad_crc)
-
-    def do_GET(self) -> None:
-        # DynamoDB's health check answer, handy to probe the server with curl.
-        self._send(f"healthy: dynamodb.{REGION}.amazonaws.com ".encode(), 200, content_type="text/plain")
-
-    def _send(self, body: bytes, status: int, *, content_type: str = _CONTENT_TYPE, bad_crc: bool = False) -> None:
-        crc = zlib.crc32(body)
-        if bad_crc:
-            crc ^= 0xFFFFFFFF
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            "Server: Server\r\n"
-            f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            f"Connection: {'close' if self.close_connection else 'keep-alive'}\r\n"
-            f"x-amzn-RequestId: {_request_id()}\r\n"
-            f"x-amz-crc32: {crc}\r\n\r\n"
-        ).encode("ascii")
-        self.wfile.write(head + body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
-def _request_id() -> str:
-    # DynamoDB's request ids are 52 characters of [A-Z0-9].
-    return base64.b32encode(random.randbytes(35)).decode("ascii")[:52]
+        return Reply(200, b"{" + b",".join(parts) + b"}")
