@@ -29,6 +29,8 @@ from tests import reference
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 TABLE = "big"
+# What each round of the kill test kills.
+KILLS = ("coordinator", "workers", "coordinator", "workers", "coordinator", "worker")
 ITEMS = 200_000
 EXE = str(Path(sys.executable).parent / "podyn-fast")
 
@@ -154,6 +156,15 @@ def _workers_of(pid: int) -> list[int]:
     return found
 
 
+def _committed(run: Run) -> int:
+    """Items the run's segments have committed so far (0 before its state schema exists)."""
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        try:
+            return state.progress(conn, run.state, TABLE).items
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
 def _alive(pid: int) -> bool:
     """Running (not a zombie: orphans are reparented to an init that may never reap them)."""
     try:
@@ -173,27 +184,38 @@ def _finish(run: Run, attempts: int = 3) -> subprocess.CompletedProcess[str]:
 def test_sigkill_workers_and_coordinator_then_rerun(pg_dsn: str, big_table: ScanServer, golden: Run) -> None:
     rng = random.Random(20261127)
     run = Run(pg_dsn, big_table.endpoint)
-    kills = {"worker": 0, "coordinator": 0}
+    kills = dict.fromkeys(KILLS, 0)
     # A network-like delay per request stretches the load so that kills land inside it.
     big_table.latency = 0.01
     try:
-        for round_ in range(8):
+        for round_ in range(12):
+            before = _committed(run)
+            if before >= ITEMS * 0.9:
+                break
             proc = run.start()
-            time.sleep(rng.uniform(0.6, 1.6))
+            # Kill once this run has committed something of its own (it is in the middle of the
+            # load, not starting up), at a random moment after that.
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and _committed(run) <= before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
             workers = _workers_of(proc.pid)
             if proc.poll() is not None:
                 proc.communicate()  # finished before the kill: the rerun below must then change nothing
                 break
-            if round_ % 2 == 0 and workers:
-                os.kill(rng.choice(workers), signal.SIGKILL)
-                kills["worker"] += 1
-            else:
+            # The coordinator, every worker, or one worker (whose siblings then finish their
+            # segments: that round usually ends the load, so it comes last).
+            victim = KILLS[min(round_, len(KILLS) - 1)]
+            if victim == "coordinator" or not workers:
                 os.kill(proc.pid, signal.SIGKILL)
-                kills["coordinator"] += 1
+            else:
+                for pid in workers if victim == "workers" else [rng.choice(workers)]:
+                    os.kill(pid, signal.SIGKILL)
+            kills[victim] += 1
             # The pipes stay open until the workers are gone too: orphans must not live on.
             proc.communicate(timeout=60)
             assert not [w for w in workers if _alive(w)], "workers outlived their coordinator"
-        assert kills["worker"] + kills["coordinator"] >= 3, kills
+        assert sum(kills.values()) >= 3 and kills["coordinator"] and kills["workers"], kills
         big_table.reset_faults()
         _finish(run)
         _same_as_golden(pg_dsn, run, golden)

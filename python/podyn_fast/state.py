@@ -263,8 +263,12 @@ def add_columns(
         assert fresh is not None
         current = layout(conn, schema, fresh)
         planned = current.plan_columns(list(unknown))
-        if not planned:
-            return fresh  # another worker registered them first
+        if not planned or fresh.document_column is not None:
+            # Another worker registered them first, or the table reached its column limit: then
+            # every attribute without a column goes to the overflow column, never to a column
+            # created later (an attribute must not live in the column for some rows and in the
+            # overflow document for others).
+            return fresh
         room = column_limit - len(current.columns)
         document = fresh.document_column
         if len(planned) > room and document is None:
@@ -328,16 +332,23 @@ def _dead_local_owners(conn: psycopg.Connection[Any], schema: str, tables: Seque
         ),
         [list(tables), host.replace("%", r"\%").replace("_", r"\_") + ":%"],
     ).fetchall()
-    dead = []
-    for (owner,) in rows:
-        pid = int(owner.rsplit(":", 1)[1])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            dead.append(owner)
-        except PermissionError:
-            pass  # alive, someone else's
-    return dead
+    return [owner for (owner,) in rows if not _alive(int(owner.rsplit(":", 1)[1]))]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host still runs. A zombie does not: an orphaned worker that
+    exited stays one where nothing reaps it, and must not keep its segment for a whole lease."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal check
 
 
 def claim(
