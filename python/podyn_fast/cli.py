@@ -205,6 +205,11 @@ def migrate(
         console.print(
             f"[yellow]{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason"
         )
+    if not all(r.loaded for r in reports):
+        console.print(
+            "[yellow]not every segment is loaded: the rest are held by other migrate processes (or by ones that "
+            "died on another host, whose leases run out after a minute); run the same command again to finish"
+        )
     if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
         raise typer.Exit(1)
 
