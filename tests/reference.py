@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from podyn_fast import _core, pages
+from podyn_fast import _core
 from podyn_fast.postgres import copy, ddl
 
 # A DynamoDB typed value as Python sees its JSON: {"S": "x"}, {"L": [{"N": "1"}]}, ...
@@ -165,8 +165,11 @@ class Loader:
 
     def load(self, body: bytes, *, item: bool = False) -> _core.Encoded:
         """Encode a Scan body (or one item) with the growing layout and COPY its rows."""
-        self.layout, encoded = pages.encode_evolving(self.layout, body, self._register, item=item)
-        assert encoded.unknown == ()
+        encode = _core.Layout.encode_item if item else _core.Layout.encode_scan_page
+        encoded = encode(self.layout, body)
+        while encoded.unknown:
+            self._register(self.layout.plan_columns(list(encoded.unknown)))
+            encoded = encode(self.layout, body)
         with self.conn.cursor() as cur:
             copy.copy_rows(cur, self.schema, self.table, self.layout.column_names, [encoded.rows])
         return encoded

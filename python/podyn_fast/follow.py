@@ -370,7 +370,7 @@ class Follower:
         f.phase = str(row[0]) if row else "loading"
         if f.phase == "loaded":
             self._drain(f)
-            self._set(f.table.table_name, "phase", "following")
+            state.set_phase(self.conn, self.cfg.state_schema, f.table.table_name, "following")
             f.phase = "following"
 
     def _commit(self, f: Followed, shard: Shard, body: bytes, batches: list[StreamBatch], finished: bool) -> None:
