@@ -30,7 +30,9 @@ from tests.test_migrate_moto import (  # noqa: F401  (migrate is a fixture used 
 TABLE = "Orders"
 
 
-def _stream_table(dynamodb: Any, view: str = "NEW_AND_OLD_IMAGES") -> None:
+def _stream_table(dynamodb: Any, view: str | None = "NEW_AND_OLD_IMAGES") -> None:
+    """The test table, with a stream of ``view`` (None: no stream)."""
+    stream = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": view}} if view else {}
     dynamodb.create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
@@ -39,7 +41,7 @@ def _stream_table(dynamodb: Any, view: str = "NEW_AND_OLD_IMAGES") -> None:
             {"AttributeName": "sk", "AttributeType": "N"},
         ],
         BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": view},
+        **stream,
     )
 
 
@@ -144,15 +146,7 @@ def test_migrate_follow_with_writes_during_the_load(
 
 def test_table_without_stream_is_refused(migrate: Migrator, dynamodb: Any) -> None:
     rng = random.Random(7)
-    dynamodb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _stream_table(dynamodb, None)
     _initial(dynamodb, rng)
     assert migrate("--table", TABLE).returncode == 0
     done = _follow(migrate)
