@@ -1,4 +1,5 @@
-"""End-to-end migrate benchmark: the fast Scan server into PostgreSQL with 1, 2 and 4 workers.
+"""End-to-end migrate benchmark: the fast Scan server into PostgreSQL with 1, 2 and 4 workers,
+next to PostgreSQL's own ceiling (server-side COPY of the same rows) and the Python way.
 
     .venv/bin/python -m benches.migrate [--items 200000] [--workers 1,2,4] [--latency 0] [--dsn DSN]
 
@@ -25,7 +26,9 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from benches import machine
+from benches import baselines, machine
+from benches.datasets import scan_pages
+from podyn_fast import _core, state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
@@ -40,6 +43,18 @@ def expected_sum(items: int) -> Decimal:
         if amount is not None:
             total += Decimal(amount["N"])
     return total
+
+
+def check(dsn: str, schema: str) -> tuple[int, int, str]:
+    """Rows, distinct keys and the sum of ``balance`` in ``schema``'s table."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT (pk, sk)), coalesce(sum(balance), 0) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(TABLE)
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), str(row[2])
 
 
 def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int) -> dict[str, Any]:
@@ -77,16 +92,15 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int) -> 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"migrate failed ({proc.returncode}):\n{proc.stderr}")
+    row = check(dsn, target)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT (pk, sk)), coalesce(sum(balance), 0) FROM {}.{}").format(
-                sql.Identifier(target), sql.Identifier(TABLE)
-            )
-        ).fetchone()
-        assert row is not None
+        table = state.get_table(conn, state_schema, TABLE)
+        assert table is not None
+        columns = state.registry(conn, state_schema, TABLE)
         for s in (target, state_schema):
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(s)))
     return {
+        "columns": columns,
         "workers": workers,
         "seconds": seconds,
         "client_cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
@@ -105,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every Scan request")
     ap.add_argument("--dsn", default=os.environ.get("PODYN_TEST_DSN"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the ceiling (server-side COPY of the same rows) and the Python way",
+    )
     args = ap.parse_args(argv)
 
     server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, typical_item, args.items)])
@@ -122,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with psycopg.connect(dsn) as conn:
             pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         runs = [run_once(dsn, endpoint, int(w), args.segments, n) for n, w in enumerate(args.workers.split(","))]
+        others = _baselines(dsn, endpoint, args, runs) if args.baselines else []
     finally:
         server.stop()
         if pg:
@@ -144,11 +165,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r['workers']} | {r['seconds']:.1f} | {args.items / r['seconds']:,.0f} | "
             f"{source_bytes / r['seconds'] / 1e6:.1f} | {r['client_cpu_seconds']:.1f} | {correct} |"
         )
+    for o in others:
+        correct = o["rows"] == o["distinct_keys"] == o["items"] and (
+            o["items"] != args.items or Decimal(o["balance_sum"]) == want_sum
+        )
+        ok &= correct
+        lines.append(
+            f"| {o['name']} | {o['seconds']:.1f} | {o['items'] / o['seconds']:,.0f} | "
+            f"{source_bytes * o['items'] / args.items / o['seconds'] / 1e6:.1f} | - | {correct} |"
+        )
+    best = max(args.items / r["seconds"] for r in runs)
+    for o in others:
+        lines.append(f"\npodyn-fast (best) / {o['name']}: {best / (o['items'] / o['seconds']):.2f}")
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "migrate.json").write_text(json.dumps({"runs": runs, "items": args.items}, indent=2) + "\n")
+    (args.out / "migrate.json").write_text(
+        json.dumps({"runs": runs, "baselines": others, "items": args.items}, indent=2, default=str) + "\n"
+    )
     (args.out / "migrate.md").write_text("# migrate benchmark\n\n" + "\n".join(lines) + "\n")
     return 0 if ok else 1
+
+
+def _baselines(dsn: str, endpoint: str, args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ceiling and the Python way on the same source, with the layout podyn-fast ended with."""
+    layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
+    pages = scan_pages(orjson.loads(typical_item(i)) for i in range(args.items))
+    out: list[dict[str, Any]] = []
+
+    def record(name: str, seconds: float, items: int, schema: str) -> None:
+        rows, distinct, total = check(dsn, schema)
+        out.append({"name": name, "seconds": seconds, "items": items, "rows": rows, "distinct_keys": distinct,
+                    "balance_sum": total})  # fmt: skip
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+    for sessions in (1, 2):
+        seconds = baselines.ceiling(dsn, "bench_ceiling", TABLE, layout, pages, sessions)
+        record(f"ceiling, {sessions} session(s)", seconds, args.items, "bench_ceiling")
+    seconds, _ = baselines.python_way(
+        endpoint, dsn, TABLE, "bench_python", TABLE, layout, segments=args.segments, workers=2
+    )
+    record("Python way, 2 processes", seconds, args.items, "bench_python")
+    return out
 
 
 if __name__ == "__main__":
