@@ -26,7 +26,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from benches import baselines, machine
+from benches import baselines, machine, procs
 from benches.datasets import scan_pages
 from podyn_fast import _core, state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
@@ -57,7 +57,7 @@ def check(dsn: str, schema: str) -> tuple[int, int, str]:
     return int(row[0]), int(row[1]), str(row[2])
 
 
-def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int) -> dict[str, Any]:
+def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, postmaster: int | None) -> dict[str, Any]:
     target, state_schema = f"bench_{run}", f"bench_{run}_state"
     with psycopg.connect(dsn, autocommit=True) as conn:
         for s in (target, state_schema):
@@ -86,12 +86,18 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int) -> 
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pg_before = procs.cpu_seconds_with_reaped_children(postmaster) if postmaster else None
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with procs.PeakRss(proc.pid) as rss:
+        _, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"migrate failed ({proc.returncode}):\n{proc.stderr}")
+        raise SystemExit(f"migrate failed ({proc.returncode}):\n{stderr}")
+    # The backends' CPU reaches the postmaster's counters once they exit, with the connections.
+    time.sleep(0.3)
+    pg_after = procs.cpu_seconds_with_reaped_children(postmaster) if postmaster else None
     row = check(dsn, target)
     with psycopg.connect(dsn, autocommit=True) as conn:
         table = state.get_table(conn, state_schema, TABLE)
@@ -104,6 +110,9 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int) -> 
         "workers": workers,
         "seconds": seconds,
         "client_cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "postgres_cpu_seconds": pg_after - pg_before if pg_before is not None and pg_after is not None else None,
+        "peak_rss_process_mib": rss.largest_kib / 1024,
+        "peak_rss_all_mib": rss.total_kib / 1024,
         "rows": int(row[0]),
         "distinct_keys": int(row[1]),
         "balance_sum": str(row[2]),
@@ -141,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with psycopg.connect(dsn) as conn:
             pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        runs = [run_once(dsn, endpoint, int(w), args.segments, n) for n, w in enumerate(args.workers.split(","))]
+        postmaster = pg.pid if pg else None
+        runs = [
+            run_once(dsn, endpoint, int(w), args.segments, n, postmaster) for n, w in enumerate(args.workers.split(","))
+        ]
         others = _baselines(dsn, endpoint, args, runs) if args.baselines else []
     finally:
         server.stop()
@@ -154,16 +166,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"source: {args.items:,} typical items, {source_bytes / 1e6:.1f} MB of item JSON, "
         f"{args.segments} segments, {args.latency * 1000:.0f} ms added per Scan request",
         "",
-        "| workers | seconds | items/s | MB/s | client CPU s | correct |",
-        "|---|---|---|---|---|---|",
+        "| workers | seconds | items/s | MB/s | client CPU s / M items | PostgreSQL CPU s / M items "
+        "| peak RSS of one process / all (MiB) | correct |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     ok = True
     for r in runs:
         correct = r["rows"] == r["distinct_keys"] == args.items and Decimal(r["balance_sum"]) == want_sum
         ok &= correct
+        per_m = 1e6 / args.items
+        pg_cpu = r["postgres_cpu_seconds"]
         lines.append(
             f"| {r['workers']} | {r['seconds']:.1f} | {args.items / r['seconds']:,.0f} | "
-            f"{source_bytes / r['seconds'] / 1e6:.1f} | {r['client_cpu_seconds']:.1f} | {correct} |"
+            f"{source_bytes / r['seconds'] / 1e6:.1f} | {r['client_cpu_seconds'] * per_m:.1f} | "
+            f"{pg_cpu * per_m if pg_cpu is not None else float('nan'):.1f} | "
+            f"{r['peak_rss_process_mib']:.0f} / {r['peak_rss_all_mib']:.0f} | {correct} |"
         )
     for o in others:
         correct = o["rows"] == o["distinct_keys"] == o["items"] and (
@@ -172,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok &= correct
         lines.append(
             f"| {o['name']} | {o['seconds']:.1f} | {o['items'] / o['seconds']:,.0f} | "
-            f"{source_bytes * o['items'] / args.items / o['seconds'] / 1e6:.1f} | - | {correct} |"
+            f"{source_bytes * o['items'] / args.items / o['seconds'] / 1e6:.1f} | - | - | - | {correct} |"
         )
     best = max(args.items / r["seconds"] for r in runs)
     for o in others:
