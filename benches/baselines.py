@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,32 @@ from psycopg import sql
 
 from benches.encode import _to_python
 from podyn_fast import _core
+from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.postgres import ddl
+
+
+def server_alone(endpoint: str, source: str, segments: int, threads: int) -> tuple[float, int, int]:
+    """Seconds, items and bytes for reading every page raw (no encoding, no PostgreSQL): what the
+    Scan server can serve, to show it is not what limits the end-to-end figures."""
+    dynamo = RawDynamo(endpoint_url=endpoint, region="us-east-1")
+    layout = _core.Layout([("pk", "S")], [("pk", "text", "pk")], document="rest")
+
+    def segment(n: int) -> tuple[int, int]:
+        key, items, nbytes = None, 0, 0
+        while True:
+            body = dynamo.scan_page(source, segment=n, total_segments=segments, exclusive_start_key=key)
+            nbytes += len(body)
+            # The key of the next page only: the encoder is the cheapest reader of a body we have.
+            page = layout.encode_scan_page(body)
+            items += page.count or 0
+            key = page.last_evaluated_key
+            if key is None:
+                return items, nbytes
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(segment, range(segments)))
+    return time.perf_counter() - started, sum(r[0] for r in results), sum(r[1] for r in results)
 
 
 def _fresh_table(dsn: str, schema: str, table: str, layout: _core.Layout) -> None:
