@@ -47,6 +47,34 @@ def typical_item(i: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def wide_item(i: int) -> bytes:
+    """An item of 200 attributes (keys, ``balance``, and 197 numbers and strings), ≈ 4 KB of JSON."""
+    rng = random.Random(i)
+    item: dict[str, Any] = {
+        "pk": {"S": f"user#{i // 4:08d}"},
+        "sk": {"N": str(i % 4)},
+        "balance": {"N": f"{rng.randint(-99999, 99999)}.{rng.randint(0, 99):02d}"},
+    }
+    for a in range(197):
+        item[f"attr_{a:03d}"] = {"N": str(rng.randint(0, 10**6))} if a % 2 else {"S": rng.choice(_WORDS)}
+    return orjson.dumps(item)
+
+
+def large_item(i: int) -> bytes:
+    """An item of ≈ 40 KB: a long text and a list of maps, next to the keys and ``balance``."""
+    rng = random.Random(i)
+    text = " ".join(rng.choices(_WORDS, k=4000))
+    events = [{"M": {"at": {"N": str(1_700_000_000 + k)}, "what": {"S": rng.choice(_WORDS)}}} for k in range(300)]
+    item = {
+        "pk": {"S": f"user#{i // 4:08d}"},
+        "sk": {"N": str(i % 4)},
+        "balance": {"N": f"{rng.randint(-99999, 99999)}.{rng.randint(0, 99):02d}"},
+        "text": {"S": text},
+        "events": {"L": events},
+    }
+    return orjson.dumps(item)
+
+
 def scan_pages(items: Iterator[dict[str, Any]], page_bytes: int = PAGE_BYTES) -> list[bytes]:
     """Group items into Scan response bodies of at most ``page_bytes`` of item JSON each, with
     Count, ScannedCount, LastEvaluatedKey and ConsumedCapacity as DynamoDB sends them."""

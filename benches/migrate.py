@@ -17,7 +17,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from benches import baselines, machine, procs
-from benches.datasets import scan_pages
+from benches.datasets import large_item, scan_pages, wide_item
 from podyn_fast import _core, state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
@@ -35,11 +35,14 @@ from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 TABLE = "bench"
 
 
-def expected_sum(items: int) -> Decimal:
+DATASETS = {"typical": typical_item, "wide": wide_item, "large": large_item}
+
+
+def expected_sum(items: int, generate: Callable[[int], bytes] = typical_item) -> Decimal:
     """The sum of every item's ``balance``, computed from the generator (the source of truth)."""
     total = Decimal(0)
     for i in range(items):
-        amount = orjson.loads(typical_item(i)).get("balance")
+        amount = orjson.loads(generate(i)).get("balance")
         if amount is not None:
             total += Decimal(amount["N"])
     return total
@@ -123,6 +126,7 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=200_000)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="typical")
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every Scan request")
@@ -139,12 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The local servers check no signature, but clients sign: any credentials do.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, typical_item, args.items)])
+    generate = DATASETS[args.dataset]
+    server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, generate, args.items)])
     endpoint = server.start()
     server.latency = args.latency
     server.warm(TABLE)
     source_bytes = server.table_size(TABLE)
-    want_sum = expected_sum(args.items)
+    want_sum = expected_sum(args.items, generate)
     pg = None
     dsn = args.dsn
     if not dsn:
@@ -167,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"machine: {machine.describe(pg_version)}",
         f"command: .venv/bin/python -m benches.migrate {' '.join(argv if argv is not None else sys.argv[1:])}",
-        f"source: {args.items:,} typical items, {source_bytes / 1e6:.1f} MB of item JSON, "
+        f"source: {args.items:,} {args.dataset} items, {source_bytes / 1e6:.1f} MB of item JSON, "
         f"{args.segments} segments, {args.latency * 1000:.0f} ms added per Scan request",
         "",
         "| workers | seconds | items/s | MB/s | client CPU s / M items | PostgreSQL CPU s / M items "
@@ -227,7 +232,8 @@ def _rows(
 def _baselines(dsn: str, endpoint: str, args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ceiling and the Python way on the same source, with the layout podyn-fast ended with."""
     layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
-    pages = scan_pages(orjson.loads(typical_item(i)) for i in range(args.items))
+    generate = DATASETS[args.dataset]
+    pages = scan_pages(orjson.loads(generate(i)) for i in range(args.items))
     out: list[dict[str, Any]] = []
 
     def record(name: str, seconds: float, items: int, schema: str) -> None:
