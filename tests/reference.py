@@ -25,6 +25,23 @@ Typed = Mapping[str, Any]
 # Test data is built as plain dicts whose inferred types vary; Any keeps the helpers easy to call.
 Item = Mapping[str, Any]
 
+# Numbers and strings that test the limits of the type mapping, shared by the end-to-end tests.
+NUMBERS = [
+    "0",
+    "-0",
+    "1",
+    "-1.5E+3",
+    "1e5",
+    "0.000",
+    "1.50",
+    "-2.50e-3",
+    "1E-130",
+    "9.9999999999999999999999999999999999999E+125",
+    "-9.9999999999999999999999999999999999999E+125",
+    "12345678901234567890123456789012345678",
+]
+STRINGS = ["", "plain", "ünïcødé", "名前", "😀𝄞", 'q"b\\c', "line\nbreak", "\u2028"]
+
 KEYS: list[tuple[str, str]] = [("pk", "S"), ("sk", "N")]
 # PostgreSQL's NAMEDATALEN - 1: a longer identifier would be cut silently by the server.
 MAX_IDENT_BYTES = 63

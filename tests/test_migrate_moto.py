@@ -35,6 +35,7 @@ from psycopg.rows import TupleRow, dict_row
 from podyn_fast import _core
 from tests import reference
 from tests.fix_dynamo import REGION
+from tests.reference import NUMBERS, STRINGS
 
 PODYN = str(Path(sys.executable).parent / "podyn-fast")
 # Rich colours nothing when stderr is a pipe, but a developer's FORCE_COLOR would; strip it anyway.
@@ -246,21 +247,6 @@ def source_items(dynamodb: Any, table: str) -> list[Item]:
     return items
 
 
-NUMBERS = [
-    "0",
-    "-0",
-    "1",
-    "-1.5E+3",
-    "1e5",
-    "0.000",
-    "1.50",
-    "-2.50e-3",
-    "1E-130",
-    "9.9999999999999999999999999999999999999E+125",
-    "-9.9999999999999999999999999999999999999E+125",
-    "12345678901234567890123456789012345678",
-]
-STRINGS = ["", "plain", "ünïcødé", "名前", "😀𝄞", 'q"b\\c', "line\nbreak", "\u2028"]
 # Attribute names: SQL words, quotes, spaces, non-ASCII, two longer than 63 bytes sharing a prefix.
 NAMES = ["v", "select", 'a"b', "with space", "dot.ted", "名前", "Mixed", "x" * 80 + "1", "x" * 80 + "2"]
 

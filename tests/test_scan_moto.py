@@ -21,6 +21,7 @@ from podyn_fast import _core
 from podyn_fast.dynamo.raw import RawDynamo
 from tests import reference
 from tests.fix_dynamo import REGION
+from tests.reference import NUMBERS, STRINGS
 
 TABLE = "events"
 SEGMENTS = 4
@@ -29,21 +30,6 @@ LIMIT = 7
 ITEMS = 300
 NUL_ITEMS = 3
 
-NUMBERS = [
-    "0",
-    "-0",
-    "1",
-    "-1.5E+3",
-    "1e5",
-    "0.000",
-    "1.50",
-    "-2.50e-3",
-    "1E-130",
-    "9.9999999999999999999999999999999999999E+125",
-    "-9.9999999999999999999999999999999999999E+125",
-    "12345678901234567890123456789012345678",
-]
-STRINGS = ["", "plain", "ünïcødé", "名前", "😀𝄞", 'q"b\\c', "line\nbreak", "\u2028"]
 NAMES = ["s", "n", "v", "select", 'a"b', "semi;colon", "dot.ted", "with space", "$1", "名前", "😀", "x" * 70]
 
 

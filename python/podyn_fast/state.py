@@ -9,7 +9,9 @@ processes, on any number of hosts, share one queue without a coordinator.
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,9 +253,26 @@ def add_columns(
     The registry row of the table is locked while names are chosen, so concurrent workers (and
     hosts) agree on every name. Past ``column_limit`` columns, the table gets its overflow jsonb
     column instead and the state says so. Returns the table state (its document column may have
-    changed). Raises psycopg's LockNotAvailable when the ALTER waits longer than the lock timeout:
-    the caller retries.
+    changed). The ALTER waits at most ``lock_timeout_ms`` for other transactions on the table (a
+    waiting ALTER blocks every newcomer behind it); then the whole transaction is tried again.
     """
+    attempt = 0
+    while True:
+        try:
+            return _add_columns(conn, schema, state, unknown, column_limit, lock_timeout_ms)
+        except psycopg.errors.LockNotAvailable:
+            attempt += 1
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+
+
+def _add_columns(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    state: TableState,
+    unknown: Sequence[tuple[str, str]],
+    column_limit: int,
+    lock_timeout_ms: int,
+) -> TableState:
     with conn.transaction():
         conn.execute(
             sql.SQL("SELECT 1 FROM {} WHERE table_name = %s FOR UPDATE").format(_q(schema, "tables")),

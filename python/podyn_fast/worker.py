@@ -345,17 +345,10 @@ class Loader:
         return done, pending, unknown
 
     def _add_columns(self, table: state.TableState, unknown: tuple[tuple[str, str], ...]) -> state.TableState:
-        """Register and add columns, retrying while other workers' transactions hold the table."""
-        attempt = 0
-        while True:
-            try:
-                updated = state.add_columns(
-                    self.conn, self.cfg.state_schema, table, unknown, column_limit=self.cfg.column_limit
-                )
-                break
-            except psycopg.errors.LockNotAvailable:
-                attempt += 1
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+        """Register and add columns, then use the layout that has them."""
+        updated = state.add_columns(
+            self.conn, self.cfg.state_schema, table, unknown, column_limit=self.cfg.column_limit
+        )
         self.tables[table.table_name] = updated
         self.layouts[table.table_name] = state.layout(self.conn, self.cfg.state_schema, updated)
         return updated
