@@ -115,6 +115,8 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
         "client_cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "postgres_cpu_seconds": pg_after - pg_before if pg_before is not None and pg_after is not None else None,
         "peak_rss_process_mib": rss.largest_kib / 1024,
+        "peak_rss_worker_mib": rss.children_peak_kib / 1024 if workers > 1 else None,
+        "peak_rss_coordinator_mib": rss.peaks_kib.get(proc.pid, 0) / 1024,
         "peak_rss_all_mib": rss.total_kib / 1024,
         "rows": int(row[0]),
         "distinct_keys": int(row[1]),

@@ -45,6 +45,8 @@ class PeakRss:
         self.pid = pid
         self.largest_kib = 0
         self.total_kib = 0
+        self.peaks_kib: dict[int, int] = {}
+        """Each process's own peak (VmHWM), by pid."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,6 +57,11 @@ class PeakRss:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    @property
+    def children_peak_kib(self) -> int:
+        """The largest peak of any process but the root (a pool's workers)."""
+        return max((kib for pid, kib in self.peaks_kib.items() if pid != self.pid), default=0)
 
     def _tree(self) -> list[int]:
         todo, seen = [self.pid], []
@@ -74,7 +81,9 @@ class PeakRss:
                     continue
                 for line in status.splitlines():
                     if line.startswith("VmHWM:"):
-                        self.largest_kib = max(self.largest_kib, int(line.split()[1]))
+                        peak = int(line.split()[1])
+                        self.peaks_kib[p] = max(self.peaks_kib.get(p, 0), peak)
+                        self.largest_kib = max(self.largest_kib, peak)
                     elif line.startswith("VmRSS:"):
                         total += int(line.split()[1])
             self.total_kib = max(self.total_kib, total)

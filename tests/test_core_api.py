@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import zlib
 from typing import Any
 
 import orjson
@@ -107,6 +108,16 @@ def test_key_columns_and_column_type() -> None:
 
 
 # --- plan_columns
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 63, 64, 65, 4096, 1 << 20])
+def test_crc32_is_zlibs(size: int) -> None:
+    # DynamoDB's x-amz-crc32 is zlib's CRC32; every length class of the SIMD path, odd tails included.
+    data = bytes((i * 131 + size) & 0xFF for i in range(size))
+    assert _core.crc32(data) == zlib.crc32(data)
+    if size:
+        damaged = bytes([data[0] ^ 1]) + data[1:]
+        assert _core.crc32(damaged) != _core.crc32(data)
 
 
 def test_plan_columns_is_deterministic() -> None:

@@ -193,3 +193,6 @@ def column_type(dynamo_type: str) -> str | None:
 
 def key_columns(keys: Sequence[tuple[str, str]], *, lower_case: bool = False) -> list[tuple[str, str, str]]:
     """The registry entries of a key schema: ``[(attribute, column type, column name)]``."""
+
+def crc32(data: bytes) -> int:
+    """CRC32 of ``data`` as zlib computes it (DynamoDB's ``x-amz-crc32``), with the GIL released."""

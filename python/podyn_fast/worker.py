@@ -10,6 +10,7 @@ segment's new position, so a crash at any moment loses nothing and duplicates no
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import queue
@@ -217,6 +218,9 @@ class Loader:
         self.cfg = cfg
         self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate")
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+        # The modules and botocore's service model live as long as the process: keep the cyclic
+        # collector from walking them again on every full collection.
+        gc.freeze()
         self.owner = state.owner_id()
         self.tables: dict[str, state.TableState] = {}
         self.layouts: dict[str, Layout] = {}

@@ -9,7 +9,6 @@ attempt that succeeded, retries cannot mix bodies up.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import botocore.config
@@ -17,6 +16,7 @@ import botocore.parsers
 import botocore.session
 import orjson
 
+from podyn_fast._core import crc32
 from podyn_fast.errors import PodynError, Transient
 
 RAW_BODY = "PodynRawBody"
@@ -33,9 +33,13 @@ def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict
     # A damaged body is left to botocore, whose retry handler checks the CRC next and retries.
     # But its standard mode returns the last attempt as a success even when that one fails the
     # check too: without our RAW_BODY, scan_page then raises rather than pass the page on.
-    expected = response_dict["headers"].get("x-amz-crc32")
-    if expected is not None and zlib.crc32(body) & 0xFFFFFFFF != int(expected):
-        return
+    headers = response_dict["headers"]
+    expected = headers.get("x-amz-crc32")
+    if expected is not None:
+        if crc32(body) != int(expected):
+            return
+        # Checked: botocore's retry handler, which reads these same headers, need not check again.
+        del headers["x-amz-crc32"]
     customized_response_dict[RAW_BODY] = body
     response_dict["body"] = b"{}"
 

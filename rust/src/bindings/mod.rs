@@ -301,6 +301,12 @@ fn key_columns(keys: Vec<(String, String)>, lower_case: bool) -> PyResult<Vec<(S
     Ok(columns_to(&layout::key_columns(&keys, lower_case)))
 }
 
+/// CRC32 (IEEE, as zlib's and DynamoDB's `x-amz-crc32`) of a response body, without the GIL.
+#[pyfunction]
+fn crc32(py: Python<'_>, data: &[u8]) -> u32 {
+    py.detach(|| crc32fast::hash(data))
+}
+
 #[pymodule]
 pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -314,5 +320,6 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_ident, m)?)?;
     m.add_function(wrap_pyfunction!(column_type, m)?)?;
     m.add_function(wrap_pyfunction!(key_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32, m)?)?;
     Ok(())
 }
