@@ -21,6 +21,7 @@ __all__ = [
     "StreamBatch",
     "__version__",
     "column_type",
+    "crc32",
     "fit_ident",
     "key_columns",
     "quote_ident",
