@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -268,7 +269,8 @@ class Following:
         for name, f in list(self.follower.followed.items()):
             now[name] = f.applied
             rate = (f.applied - seen.get(name, 0)) / seconds
-            lag = f"{time.time() - f.last_created:.1f} s" if f.last_created is not None else "-"
+            lag_seconds = f.lag()
+            lag = f"{lag_seconds:.1f} s" if lag_seconds is not None else "-"
             state = f"stopped: {f.stopped}" if f.stopped else f.phase
             self.console.print(f"{name}: {f.applied:,} changes applied, {rate:,.0f}/s, lag {lag} ({state})")
         return now
@@ -312,6 +314,28 @@ def follow(
         following.wait()
     if following.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            "--wait/--no-wait", help="Keep running after the show, until Ctrl-C (default: when on a terminal)."
+        ),
+    ] = None,
+) -> None:
+    """Migrate and follow the DynamoDB Developer Guide's sample tables, from a local emulator into an
+    embedded PostgreSQL: nothing to configure, no AWS account."""
+    from podyn_fast.demo import run  # noqa: PLC0415  (its imports are needed by no other command)
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    try:
+        run.run(console, wait=sys.stdin.isatty() if wait is None else wait)
+    except (PodynError, RuntimeError) as e:  # the emulator's and the embedded server's errors too
+        _error(console, str(e))
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

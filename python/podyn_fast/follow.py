@@ -75,6 +75,8 @@ class Shard:
     last_data: float = 0.0
     """When this shard last returned records, or was first read."""
     reads: int = 0
+    at_head: bool = False
+    """Its last read returned no record: everything it had so far is applied."""
 
 
 @dataclass
@@ -92,6 +94,14 @@ class Followed:
     applied: int = 0
     last_created: float | None = None
     stopped: str | None = None
+
+    def lag(self) -> float | None:
+        """Seconds behind the source: none once every open shard has been read to its head (an
+        idle table is not late), else the age of the last change applied; None before any."""
+        open_shards = [s for s in self.shards.values() if not s.finished]
+        if self.phase == "following" and open_shards and all(s.at_head for s in open_shards):
+            return 0.0
+        return time.time() - self.last_created if self.last_created is not None else None
 
 
 @dataclass
@@ -208,15 +218,7 @@ class Follower:
                     self._stop(f, str(gap))
         finally:
             self.close()
-        return [
-            FollowReport(
-                f.table.table_name,
-                f.applied,
-                time.time() - f.last_created if f.last_created is not None else None,
-                f.stopped,
-            )
-            for f in self.followed.values()
-        ]
+        return [FollowReport(f.table.table_name, f.applied, f.lag(), f.stopped) for f in self.followed.values()]
 
     def _stop(self, f: Followed, why: str) -> None:
         f.stopped = why
@@ -232,8 +234,9 @@ class Follower:
             if f.phase != "following":
                 return False
             for shard in f.shards.values():
-                # A shard never read yet (a child whose parent just finished) is not idle.
-                if not shard.finished and (shard.reads == 0 or now - shard.last_data < limit):
+                # Idle is read to its head (its last read found nothing) and quiet since: a shard
+                # never read, or whose reads keep failing (throttled, expired), may hold more.
+                if not shard.finished and (not shard.at_head or now - shard.last_data < limit):
                     return False
         return True
 
@@ -342,6 +345,7 @@ class Follower:
         if shard.reads == 0:
             shard.last_data = now
         shard.reads += 1
+        shard.at_head = not batch.records
         if batch.records:
             shard.last_data = now
             shard.idle_delay = 0.0

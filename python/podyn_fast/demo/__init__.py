@@ -1,0 +1,1 @@
+"""The demo: the DynamoDB Developer Guide's sample tables on a local emulator, migrated and followed."""
