@@ -1,3 +1,10 @@
-"""Registers the shared fixtures: PostgreSQL (fix_pg) and a DynamoDB emulator over HTTP (fix_dynamo)."""
+"""Registers the shared fixtures: PostgreSQL (fix_pg), DynamoDB over HTTP (fix_dynamo, and our own
+Scan and Streams servers), and the `migrate` runner on moto (moto_migrate)."""
 
-pytest_plugins = ["tests.fix_pg", "tests.fix_dynamo", "tests.fix_scan_server", "tests.fix_streams_server"]
+pytest_plugins = [
+    "tests.fix_pg",
+    "tests.fix_dynamo",
+    "tests.fix_scan_server",
+    "tests.fix_streams_server",
+    "tests.moto_migrate",
+]

@@ -17,15 +17,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from tests.fix_dynamo import REGION
-from tests.test_migrate_moto import (  # noqa: F401  (migrate is a fixture used by parameter name)
-    PODYN,
-    Migrator,
-    check_loaded,
-    every_type,
-    migrate,
-    put_items,
-    source_items,
-)
+from tests.moto_migrate import PODYN, Migrator, check_loaded, every_type, put_items, source_items
 
 TABLE = "Orders"
 

@@ -7,6 +7,7 @@ Each test loads the table with `migrate`, writes changes through the server's Py
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -22,8 +23,8 @@ from psycopg import sql
 
 from podyn_fast import state
 from tests import reference
+from tests.moto_migrate import PODYN
 from tests.servers.streams import StreamsServer
-from tests.test_migrate_moto import PODYN
 
 KEYS = (("pk", "S"), ("sk", "N"))
 
@@ -194,6 +195,17 @@ def test_trimmed_records_stop_that_table_only(env: Env) -> None:
             )
         ).fetchall()
     assert stopped == [("Aaa", True), ("Bbb", False)]
+    # `status` shows which table stopped and why.
+    shown = subprocess.run(
+        [PODYN, "status", "--postgres-url", env.dsn, "--state-schema", env.state, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    tables = {t["table"]: t for t in json.loads(shown.stdout)["tables"]}
+    assert tables["Aaa"]["phase"] == "stopped" and "trimmed" in tables["Aaa"]["last_error"]
+    assert tables["Bbb"]["phase"] == "following" and tables["Bbb"]["last_error"] is None
 
 
 def test_a_new_stream_stops_the_table(env: Env) -> None:

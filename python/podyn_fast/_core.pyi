@@ -171,6 +171,13 @@ class Layout:
             BodyError: the body is not a readable GetRecords response.
             DynamoServiceError: the body is an error document.
         """
+    def copy_text(self, rows: bytes) -> bytes:
+        """Binary COPY rows of this layout (as ``Encoded.rows``) in PostgreSQL's text COPY format,
+        one line per row: what a psql script's ``COPY … FROM STDIN`` block holds.
+
+        Raises:
+            BodyError: the rows are not binary COPY rows of this layout.
+        """
     def encode_item(self, item: bytes) -> Encoded:
         """Encode one item given as a raw DynamoDB attribute map (``{"pk": {"S": "a"}, ...}``).
 

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from podyn_fast import schema, state
-from podyn_fast._core import column_type
+from podyn_fast._core import Layout, column_type
 from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import PodynError, Terminal
@@ -72,15 +72,13 @@ def describe(dynamo: RawDynamo, name: str) -> schema.SourceTable:
         raise
 
 
-def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.SourceTable) -> state.TableState:
-    """Describe the table, record it in the state schema (first run only) and create its target
-    table. A rerun with other settings than the first is refused rather than mixed."""
-    name = source.name
+def wanted_state(cfg: MigrateConfig, source: schema.SourceTable) -> tuple[state.TableState, list[tuple[str, str, str]]]:
+    """The state a first run records for ``source`` with these settings, and its first columns."""
     columns = schema.initial_columns(source, lower_case=cfg.lower_case)
     wanted = state.TableState(
-        table_name=name,
+        table_name=source.name,
         target_schema=cfg.target_schema,
-        target_table=schema.target_table_name(name),
+        target_table=schema.target_table_name(source.name),
         mode=cfg.mode,
         lower_case=cfg.lower_case,
         keys=source.keys,
@@ -90,6 +88,28 @@ def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.Sourc
         phase="loading",
         document_column=schema.document_column(columns) if cfg.mode == "jsonb" else None,
     )
+    return wanted, columns
+
+
+def index_statements(table: state.TableState, layout: Layout) -> list[sql.Composed]:
+    """``CREATE INDEX`` for each secondary index, on the columns of its key attributes."""
+    by_attr = {(a, t): c for a, t, c in layout.columns}
+    return [
+        ddl.create_index(
+            table.target_schema,
+            table.target_table,
+            schema.index_name(table.target_table, index),
+            [by_attr[(a, column_type(t) or "text")] for a, t in attrs],
+        )
+        for index, attrs in table.indexes
+    ]
+
+
+def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.SourceTable) -> state.TableState:
+    """Describe the table, record it in the state schema (first run only) and create its target
+    table. A rerun with other settings than the first is refused rather than mixed."""
+    name = source.name
+    wanted, columns = wanted_state(cfg, source)
     recorded = state.register_table(
         conn, cfg.state_schema, wanted, columns, item_count=source.item_count, size_bytes=source.size_bytes
     )
@@ -114,11 +134,16 @@ def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.Sourc
     with conn.transaction():
         state.setup_lock(conn)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(recorded.target_schema)))
+        target = sql.Identifier(recorded.target_schema, recorded.target_table).as_string(conn)
+        existed = conn.execute("SELECT to_regclass(%s)", [target]).fetchone() != (None,)
         conn.execute(
             ddl.create_table(
                 recorded.target_schema, recorded.target_table, layout, primary_key=not recorded.deferred_primary_key
             )
         )
+        if cfg.citus and not existed:
+            # In the transaction that creates it: a table is never left created but not distributed.
+            conn.execute(ddl.distribute(recorded.target_schema, recorded.target_table, layout))
     return recorded
 
 
@@ -126,7 +151,6 @@ def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.Table
     """After the last segment: the primary key if it was deferred, then the secondary indexes
     (built once over all rows, as pg_restore does), then the phase."""
     layout = state.layout(conn, cfg.state_schema, table)
-    by_attr = {(a, t): c for a, t, c in layout.columns}
     with conn.transaction():
         state.setup_lock(conn)
         if table.deferred_primary_key:
@@ -136,17 +160,12 @@ def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.Table
             ).fetchone()
             if not has_pk:
                 conn.execute(ddl.add_primary_key(table.target_schema, table.target_table, layout))
-        for index, attrs in table.indexes:
-            cols = [by_attr[(a, column_type(t) or "text")] for a, t in attrs]
-            conn.execute(
-                ddl.create_index(
-                    table.target_schema, table.target_table, schema.index_name(table.target_table, index), cols
-                )
-            )
+        for statement in index_statements(table, layout):
+            conn.execute(statement)
     state.set_phase(conn, cfg.state_schema, table.table_name, "loaded")
 
 
-def _all_tables(dynamo: RawDynamo) -> list[str]:
+def list_tables(dynamo: RawDynamo) -> list[str]:
     names: list[str] = []
     kwargs: dict[str, Any] = {}
     while True:
@@ -165,7 +184,7 @@ def run(
     capturing changes there)."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
-    names = list(cfg.tables) or _all_tables(dynamo)
+    names = list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
     with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate") as conn:
@@ -173,6 +192,8 @@ def run(
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
         tables = {src.name: plan(conn, cfg, src) for src in sources}
+        if not cfg.load:
+            return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
         if on_planned is not None:
             on_planned(list(tables))
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
@@ -188,12 +209,20 @@ def run(
             if not loaded and p.segments_done == p.total_segments:
                 finish(conn, cfg, table)
                 loaded = True
-            reports.append(TableReport(name, p.items, p.items - before[name], p.rejects, p.bytes, seconds, loaded))
+            reports.append(_report(conn, cfg, name, before[name], seconds, loaded=loaded))
     return reports
+
+
+def _report(
+    conn: psycopg.Connection[Any], cfg: MigrateConfig, name: str, before: int, seconds: float, *, loaded: bool
+) -> TableReport:
+    p = state.progress(conn, cfg.state_schema, name)
+    return TableReport(name, p.items, p.items - before, p.rejects, p.bytes, seconds, loaded)
 
 
 def _load(conn: psycopg.Connection[Any], cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
     workers = max(1, cfg.workers)
+    console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     with make_executor(workers) as pool:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
         _watch(conn, cfg, estimates, futures, console)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -13,13 +15,15 @@ from dataclasses import replace
 from typing import Annotated
 
 import botocore.exceptions
+import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from podyn_fast import __version__, bulk
-from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, scrub
+from podyn_fast import __version__, bulk, dryrun
+from podyn_fast import status as status_
+from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted, scrub
 from podyn_fast.errors import PodynError
 from podyn_fast.follow import FollowConfig, Follower, FollowReport
 
@@ -58,10 +62,15 @@ def _error(console: Console, message: str) -> None:
     console.print(Text("error: ", style="red") + Text(message))
 
 
+def _console() -> Console:
+    """The console for messages (stderr: stdout is for data, the dry run's SQL)."""
+    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    return Console(stderr=True)
+
+
 def _setup(postgres: str | None) -> tuple[Console, str]:
     """The console for messages, and the PostgreSQL URL (or exit 2 without one)."""
-    console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    console = _console()
     url = postgres_url(postgres)
     if url is None:
         _error(console, "no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
@@ -70,14 +79,18 @@ def _setup(postgres: str | None) -> tuple[Console, str]:
 
 
 @contextlib.contextmanager
-def _reported(console: Console, url: str) -> Iterator[None]:
+def _reported(console: Console, url: str | None) -> Iterator[None]:
     """Errors become one message and exit code 1; no message ever shows the password."""
+
+    def clean(text: str) -> str:
+        return scrub(text, url) if url else text
+
     try:
         yield
     except typer.Exit:
         raise
     except PodynError as e:
-        _error(console, scrub(str(e), url))
+        _error(console, clean(str(e)))
         raise typer.Exit(1) from None
     except botocore.exceptions.NoCredentialsError:
         _error(
@@ -88,7 +101,7 @@ def _reported(console: Console, url: str) -> Iterator[None]:
         raise typer.Exit(1) from None
     except Exception as e:
         # Connection errors may quote the connection string or the password.
-        _error(console, f"{type(e).__name__}: {scrub(str(e), url)}")
+        _error(console, f"{type(e).__name__}: {clean(str(e))}")
         raise typer.Exit(1) from None
 
 
@@ -125,7 +138,13 @@ def migrate(
     ] = None,
     workers: Annotated[int, typer.Option(help="Loader processes, each with one PostgreSQL connection.")] = 2,
     pg_connections: Annotated[
-        int | None, typer.Option(help="At most this many PostgreSQL connections (caps --workers).")
+        int | None,
+        typer.Option(
+            "--pg-connections",
+            "-n",
+            "--num-connections",
+            help="At most this many PostgreSQL connections (caps --workers).",
+        ),
     ] = None,
     scan_rate: Annotated[
         float | None,
@@ -135,7 +154,9 @@ def migrate(
     mode: Annotated[
         str, typer.Option("--conversion-mode", "-m", help="columns: a column per attribute; jsonb: keys + data jsonb.")
     ] = "columns",
-    lower_case: Annotated[bool, typer.Option("--lower-case-column-names", help="Lower-case column names.")] = False,
+    lower_case: Annotated[
+        bool, typer.Option("--lower-case-column-names", "-lc", help="Lower-case column names.")
+    ] = False,
     target_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the tables.")] = "public",
     state_schema: StateSchema = "podyn",
     defer_primary_key: Annotated[
@@ -156,19 +177,44 @@ def migrate(
     exit_when_idle: Annotated[
         float | None, typer.Option(help="With --follow: exit once every shard has been idle this many seconds.")
     ] = None,
+    citus: Annotated[
+        bool, typer.Option("--citus", "-x", help="Distribute each table by its partition key (Citus).")
+    ] = False,
+    only_schema: Annotated[
+        bool, typer.Option("--schema", "-s", help="Podyn's -s: create the tables (alone: nothing else).")
+    ] = False,
+    data: Annotated[bool, typer.Option("--data", "-d", help="Podyn's -d: load the data.")] = False,
+    changes: Annotated[
+        bool, typer.Option("--changes", "-c", help="Podyn's -c: then apply changes (--follow).")
+    ] = False,
 ) -> None:
     """Create the tables in PostgreSQL and bulk-load them by parallel scan, resumably.
 
     Run the same command again after any interruption: it continues where the last run committed.
+    With no PostgreSQL URL it prints the SQL instead (a dry run): a script for psql.
     """
-    console, url = _setup(postgres)
+    console = _console()
+    url = postgres_url(postgres)
+    # Podyn's -s/-d/-c choose the steps; without any of them migrate creates and loads.
+    if changes and not data:
+        _error(
+            console,
+            "-c/--changes without -d/--data would apply changes to tables never loaded: add -d "
+            "(or run `podyn-fast follow` on tables migrated earlier)",
+        )
+        raise typer.Exit(2)
+    follow = follow or changes
+    load = data or not only_schema
     if mode not in ("columns", "jsonb"):
         _error(console, f"--conversion-mode must be columns or jsonb, not {mode!r}")
+        raise typer.Exit(2)
+    if url is None and follow:
+        _error(console, "--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
     cfg = MigrateConfig(
-        postgres_url=url,
+        postgres_url=url or "",  # the dry run connects to nothing
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
         tables=_tables(table),
         segments=segments,
@@ -183,7 +229,18 @@ def migrate(
         defer_primary_key=defer_primary_key,
         commit_bytes=max(1, int(batch_mb * 1e6)),
         progress=progress,
+        load=load,
+        citus=citus,
     )
+    if url is None:
+        _dry_run(console, cfg)
+        return
+    if not load:
+        with _reported(console, url):
+            reports = bulk.run(cfg, console)
+        names = ", ".join(r.name for r in reports)
+        console.print(f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
+        return
     follower: Following | None = None
     if follow:
         fcfg = FollowConfig(
@@ -212,6 +269,19 @@ def migrate(
             "died on another host, whose leases run out after a minute); run the same command again to finish"
         )
     if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
+        raise typer.Exit(1)
+
+
+def _dry_run(console: Console, cfg: MigrateConfig) -> None:
+    console.print(
+        "no PostgreSQL URL: printing the SQL instead (a dry run; pipe it into psql, or pass --postgres-url to load)"
+    )
+    with _reported(console, None):
+        reports = dryrun.run(cfg, sys.stdout.buffer)
+    sys.stdout.flush()
+    for r in reports:
+        console.print(f"{r.name}: {r.items:,} items in {r.pages:,} COPY blocks, {r.rejects:,} left out")
+    if any(r.rejects for r in reports):
         raise typer.Exit(1)
 
 
@@ -317,6 +387,57 @@ def follow(
 
 
 @app.command()
+def status(
+    postgres: PostgresUrl = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="Table (repeat, or a,b); default: all.")
+    ] = None,
+    state_schema: StateSchema = "podyn",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")] = False,
+) -> None:
+    """Where each table stands: phase, segments, items, rejects, shards, the follower's lag, the last error."""
+    console, url = _setup(postgres)
+    with _reported(console, url), psycopg.connect(url, autocommit=True, application_name="podyn-fast status") as conn:
+        try:
+            tables = status_.read(conn, state_schema, _tables(table))
+        except status_.NoState:
+            _error(console, f"no podyn-fast state in schema {state_schema!r} of {redacted(url)}: run migrate first")
+            raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({"tables": [dataclasses.asdict(t) for t in tables]}, indent=2))
+        return
+    out = Console()
+    view = Table(title="podyn-fast status")
+    for col in ("table", "phase", "segments", "items", "rejects", "shards", "changes", "lag"):
+        view.add_column(col, justify="left" if col in ("table", "phase") else "right")
+    for t in tables:
+        estimate = f" of ~{t.item_count_estimate:,}" if t.item_count_estimate and t.phase == "loading" else ""
+        view.add_row(
+            t.table,
+            t.phase,
+            f"{t.segments_done}/{t.segments_total}",
+            f"{t.items:,}{estimate}",
+            f"{t.rejects:,}",
+            f"{t.shards_open} open, {t.shards_finished} done" if t.shards_open or t.shards_finished else "-",
+            f"{t.changes_applied:,}",
+            _lag(t),
+        )
+    out.print(view)
+    for t in tables:
+        if t.last_error:
+            when = f" ({t.last_error_at})" if t.last_error_at else ""
+            out.print(Text(f"{t.table}: last error{when}: {t.last_error}"))
+
+
+def _lag(t: status_.TableStatus) -> str:
+    if t.lag_seconds is not None:
+        return f"{t.lag_seconds:.1f} s"
+    if t.follower_seen_seconds_ago is not None:
+        return f"no follower (seen {t.follower_seen_seconds_ago:.0f} s ago)"
+    return "-"
+
+
+@app.command()
 def demo(
     wait: Annotated[
         bool | None,
@@ -329,8 +450,7 @@ def demo(
     embedded PostgreSQL: nothing to configure, no AWS account."""
     from podyn_fast.demo import run  # noqa: PLC0415  (its imports are needed by no other command)
 
-    console = Console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    console = _console()
     try:
         run.run(console, wait=sys.stdin.isatty() if wait is None else wait)
     except (PodynError, RuntimeError) as e:  # the emulator's and the embedded server's errors too

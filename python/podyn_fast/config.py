@@ -99,3 +99,7 @@ class MigrateConfig:
     lease_seconds: float = 60.0
     """A segment whose holder has not checkpointed for this long can be taken over."""
     progress: bool = True
+    load: bool = True
+    """False creates the tables and records them, loading nothing (Podyn's -s alone)."""
+    citus: bool = False
+    """Distribute each table by its partition key, right after creating it (Citus)."""

@@ -10,6 +10,7 @@ state schema instead (raw, as received) and applied in order once the load is do
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +40,8 @@ IDLE_CAP = 2.0
 THROTTLING = {"LimitExceededException", "ProvisionedThroughputExceededException", "ThrottlingException"}
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
+# Seconds between the lag and liveness a follower records for `status`.
+HEARTBEAT_EVERY = 5.0
 
 
 class FollowError(PodynError, Terminal):
@@ -121,6 +124,7 @@ class Follower:
         self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast follow")
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         self.followed: dict[str, Followed] = {}
+        self.last_heartbeat = 0.0
         self.on_batch: Callable[[Followed], None] | None = None
 
     def close(self) -> None:
@@ -201,6 +205,8 @@ class Follower:
                 for f in active:
                     self._promote(f)
                     self._refresh(f)
+                if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY:
+                    self._heartbeat()
                 if self._idle(active):
                     break
                 pick = self._next_shard(active)
@@ -217,8 +223,14 @@ class Follower:
                 except Gap as gap:
                     self._stop(f, str(gap))
         finally:
+            with contextlib.suppress(psycopg.Error):
+                self._heartbeat()
             self.close()
         return [FollowReport(f.table.table_name, f.applied, f.lag(), f.stopped) for f in self.followed.values()]
+
+    def _heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+        state.heartbeat(self.conn, self.cfg.state_schema, {n: f.lag() for n, f in self.followed.items()})
 
     def _stop(self, f: Followed, why: str) -> None:
         f.stopped = why

@@ -8,6 +8,7 @@ processes, on any number of hosts, share one queue without a coordinator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -65,6 +66,10 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                 size_bytes_estimate bigint,
                 stream_arn text,
                 stopped text,
+                last_error text,
+                last_error_at timestamptz,
+                follow_lag double precision,
+                follow_heartbeat timestamptz,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 loaded_at timestamptz)""",
             """CREATE TABLE IF NOT EXISTS {columns} (
@@ -281,20 +286,9 @@ def _add_columns(
         fresh = get_table(conn, schema, state.table_name)
         assert fresh is not None
         current = layout(conn, schema, fresh)
-        planned = current.plan_columns(list(unknown))
-        if not planned or fresh.document_column is not None:
-            # Another worker registered them first, or the table reached its column limit: then
-            # every attribute without a column goes to the overflow column, never to a column
-            # created later (an attribute must not live in the column for some rows and in the
-            # overflow document for others).
+        added, document = plan_additions(current, fresh.document_column, unknown, column_limit)
+        if not added and document == fresh.document_column:
             return fresh
-        room = column_limit - len(current.columns)
-        document = fresh.document_column
-        if len(planned) > room and document is None:
-            # Attribute columns are named after attributes; this one must not take a planned name.
-            document = _free_name(current, planned, "_overflow")
-            room -= 1
-        added = planned[: max(room, 0)]
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
         ordinal = len(current.columns)
         with conn.cursor() as cur:
@@ -317,6 +311,25 @@ def _add_columns(
         updated = get_table(conn, schema, state.table_name)
         assert updated is not None
         return updated
+
+
+def plan_additions(
+    current: Layout, document: str | None, unknown: Sequence[tuple[str, str]], column_limit: int
+) -> tuple[list[tuple[str, str, str]], str | None]:
+    """The registry entries to add for ``unknown`` (attribute, column type) pairs, and the overflow
+    column: past ``column_limit`` columns the table gets one, and no column is added after it."""
+    planned = current.plan_columns(list(unknown))
+    if not planned or document is not None:
+        # Registered already, or the table reached its column limit: then every attribute without
+        # a column goes to the overflow column, never to a column created later (an attribute must
+        # not live in the column for some rows and in the overflow document for others).
+        return [], document
+    room = column_limit - len(current.columns)
+    if len(planned) > room:
+        # Attribute columns are named after attributes; this one must not take a planned name.
+        document = _free_name(current, planned, "_overflow")
+        room -= 1
+    return planned[: max(room, 0)], document
 
 
 def _free_name(layout: Layout, planned: Sequence[tuple[str, str, str]], wanted: str) -> str:
@@ -496,6 +509,28 @@ def active_leases(conn: psycopg.Connection[Any], schema: str, table: str) -> int
         [table],
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def record_error(conn: psycopg.Connection[Any], schema: str, table: str, message: str) -> None:
+    """Keep the last error of a table for `status` (best effort: the connection may be what broke)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(
+            sql.SQL("UPDATE {} SET last_error = %s, last_error_at = now() WHERE table_name = %s").format(
+                _q(schema, "tables")
+            ),
+            [message, table],
+        )
+
+
+def heartbeat(conn: psycopg.Connection[Any], schema: str, lags: dict[str, float | None]) -> None:
+    """A follower's lag per table, and that it is alive, for `status`."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("UPDATE {} SET follow_lag = %s, follow_heartbeat = now() WHERE table_name = %s").format(
+                _q(schema, "tables")
+            ),
+            [(lag, name) for name, lag in lags.items()],
+        )
 
 
 def set_phase(conn: psycopg.Connection[Any], schema: str, table: str, phase: str) -> None:

@@ -25,7 +25,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from podyn_fast import state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
-from podyn_fast.config import MigrateConfig
+from podyn_fast.config import MigrateConfig, scrub
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import PodynError, Transient
 from podyn_fast.postgres.copy import copy_statement
@@ -239,10 +239,13 @@ class Loader:
                 self.result.segments += 1
             except LeaseLost:
                 self.result.leases_lost += 1
-            except BaseException:
+            except BaseException as e:
                 # Keep the first error: releasing fails too when the connection is what broke.
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
+                if isinstance(e, Exception):
+                    message = scrub(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
+                    state.record_error(self.conn, schema, held.table_name, message)
                 raise
         return self.result
 
@@ -299,6 +302,10 @@ class Loader:
         capacity = 0.0
         started = time.monotonic()
         with self.conn.transaction(), self.conn.cursor() as cur:
+            if self.cfg.citus:
+                # A distributed COPY opens a connection per shard by default: with many workers,
+                # more than the Citus workers allow. One per worker node is enough to stream.
+                cur.execute("SET LOCAL citus.max_adaptive_executor_pool_size = 1")
             stmt = copy_statement(table.target_schema, table.target_table, layout.column_names)
             with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(COPY_HEADER)

@@ -11,6 +11,7 @@ pub mod jsonb;
 pub mod layout;
 pub mod numeric;
 pub mod pgcopy;
+pub mod pgtext;
 pub mod stream;
 pub mod types;
 

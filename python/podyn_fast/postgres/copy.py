@@ -15,9 +15,10 @@ from psycopg import sql
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER
 
 
-def copy_statement(schema: str, table: str, columns: Sequence[str]) -> sql.Composed:
-    """``COPY schema.table (columns) FROM STDIN (FORMAT binary)``, every identifier quoted."""
-    return sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT binary)").format(
+def copy_statement(schema: str, table: str, columns: Sequence[str], *, binary: bool = True) -> sql.Composed:
+    """``COPY schema.table (columns) FROM STDIN (FORMAT binary)``, every identifier quoted; in text
+    format (psql scripts) without ``binary``."""
+    return sql.SQL("COPY {}.{} ({}) FROM STDIN" + (" (FORMAT binary)" if binary else "")).format(
         sql.Identifier(schema),
         sql.Identifier(table),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),

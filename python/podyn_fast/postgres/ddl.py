@@ -46,6 +46,13 @@ def create_table(schema: str, table: str, layout: Layout, *, primary_key: bool =
     )
 
 
+def distribute(schema: str, table: str, layout: Layout) -> sql.Composed:
+    """Citus: distribute the table by its partition key column (before it holds any row)."""
+    return sql.SQL("SELECT create_distributed_table({}::regclass, {})").format(
+        sql.Literal(sql.Identifier(schema, table).as_string(None)), sql.Literal(key_column_names(layout)[0])
+    )
+
+
 def primary_key_sql(layout: Layout) -> sql.Composed:
     """``PRIMARY KEY (partition key column[, sort key column])``."""
     return sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key_column_names(layout))))

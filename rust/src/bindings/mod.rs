@@ -151,6 +151,20 @@ impl PyLayout {
         })
     }
 
+    /// Binary COPY rows of this layout as text COPY rows (for the dry run's psql script).
+    fn copy_text<'py>(&self, py: Python<'py>, rows: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let types: Vec<ColumnType> = self
+            .inner
+            .columns
+            .iter()
+            .map(|c| c.ty)
+            .chain(self.inner.document.as_ref().map(|_| ColumnType::Jsonb))
+            .collect();
+        let mut out = Vec::with_capacity(rows.len() + rows.len() / 2);
+        py.detach(|| crate::pgtext::rows_to_text(rows, &types, &mut out))?;
+        Ok(PyBytes::new(py, &out))
+    }
+
     fn __repr__(&self) -> String {
         format!("Layout(mode={:?}, columns={:?})", self.mode(), self.inner.column_names())
     }

@@ -1,0 +1,128 @@
+"""The dry run: with no PostgreSQL URL, `migrate` prints the SQL a load would run, as Podyn did.
+
+The output is a psql script: the DDL of each table, then per Scan page a text-format
+``COPY … FROM STDIN;`` block ending in ``\\.`` (the rows the Rust core encodes for migrate,
+rendered as text), an ``ALTER TABLE`` wherever new attributes appear, and the indexes at the end.
+``psql -f`` (or a pipe into psql) loads the same tables a direct migrate would, minus podyn-fast's
+state schema: the script is not resumable and captures no stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from psycopg import sql
+
+from podyn_fast import schema, state
+from podyn_fast._core import Layout
+from podyn_fast.bulk import MigrateError, describe, index_statements, list_tables, wanted_state
+from podyn_fast.config import MigrateConfig
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.postgres import ddl
+from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.worker import RateLimiter, SegmentReader
+
+log = logging.getLogger("podyn_fast")
+
+
+@dataclass
+class DryRunReport:
+    name: str
+    items: int = 0
+    pages: int = 0
+    rejects: int = 0
+
+
+class Script:
+    """Writes statements and COPY blocks to a binary stream, as UTF-8."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def statement(self, stmt: sql.Composable) -> None:
+        self.out.write(stmt.as_string(None).encode() + b";\n")
+
+    def comment(self, text: str) -> None:
+        for line in text.splitlines():
+            self.out.write(b"-- " + line.encode() + b"\n")
+
+    def copy(self, stmt: sql.Composable, text_rows: bytes) -> None:
+        self.statement(stmt)
+        self.out.write(text_rows)
+        self.out.write(b"\\.\n")
+
+
+def run(cfg: MigrateConfig, out: BinaryIO) -> list[DryRunReport]:
+    """Print the script for every table of ``cfg`` (its PostgreSQL URL is not used)."""
+    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    names = list(cfg.tables) or list_tables(dynamo)
+    if not names:
+        raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
+    # Every table is described before anything is printed: a missing one stops the run untouched.
+    sources = [describe(dynamo, name) for name in names]
+    script = Script(out)
+    script.comment(
+        "podyn-fast dry run: the SQL `podyn-fast migrate` would run, without its state schema.\n"
+        "Load it with: psql -v ON_ERROR_STOP=1 -f this-file.sql"
+    )
+    out.write(b"SET client_encoding = 'UTF8';\n")
+    return [_table(dynamo, cfg, source, script) for source in sources]
+
+
+def _table(dynamo: RawDynamo, cfg: MigrateConfig, source: schema.SourceTable, script: Script) -> DryRunReport:
+    table, columns = wanted_state(cfg, source)
+    layout = Layout(table.keys, columns, mode=cfg.mode, document=table.document_column, lower_case=table.lower_case)
+    script.comment(f"\ntable {source.name}")
+    script.statement(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.target_schema)))
+    script.statement(ddl.create_table(table.target_schema, table.target_table, layout))
+    if cfg.citus:
+        script.statement(ddl.distribute(table.target_schema, table.target_table, layout))
+    report = DryRunReport(source.name)
+    if not cfg.load:
+        return report
+    reader = SegmentReader(
+        dynamo,
+        source.name,
+        segment=0,
+        total_segments=1,
+        start_key=None,
+        layout=layout,
+        limiter=RateLimiter(cfg.scan_rate),
+        consistent_read=cfg.consistent_read,
+    )
+    reader.start()
+    try:
+        while (page := reader.next_page()) is not None:
+            encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
+            while encoded.unknown:
+                layout = _add_columns(script, table, layout, encoded.unknown, cfg.column_limit)
+                encoded = layout.encode_scan_page(page.body)
+            reader.layout = layout
+            if encoded.row_count:
+                stmt = copy_statement(table.target_schema, table.target_table, layout.column_names, binary=False)
+                script.copy(stmt, layout.copy_text(encoded.rows))
+            for reject in encoded.rejects:
+                key = reject.key.decode(errors="replace")
+                log.warning("%s: item %s cannot be represented, left out: %s", source.name, key, reject.reason)
+            report.items += encoded.row_count
+            report.rejects += len(encoded.rejects)
+            report.pages += 1
+    finally:
+        reader.stop()
+    for stmt in index_statements(table, layout):
+        script.statement(stmt)
+    return report
+
+
+def _add_columns(
+    script: Script, table: state.TableState, layout: Layout, unknown: tuple[tuple[str, str], ...], limit: int
+) -> Layout:
+    """The layout with columns for ``unknown``, named as migrate's registry would; prints the ALTER."""
+    added, document = state.plan_additions(layout, layout.document, unknown, limit)
+    if not added and document == layout.document:
+        raise MigrateError(f"table {table.table_name!r}: no column could be planned for {unknown!r}")
+    new = list(added) + ([("", "jsonb", document)] if document != layout.document and document else [])
+    script.statement(ddl.add_columns(table.target_schema, table.target_table, new))
+    return layout.with_columns(added, document=document)
