@@ -23,6 +23,7 @@ from rich.text import Text
 
 from podyn_fast import __version__, bulk, dryrun
 from podyn_fast import status as status_
+from podyn_fast import verify as verify_
 from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted, scrub
 from podyn_fast.errors import PodynError
 from podyn_fast.follow import FollowConfig, Follower, FollowReport
@@ -427,6 +428,49 @@ def status(
         if t.last_error:
             when = f" ({t.last_error_at})" if t.last_error_at else ""
             out.print(Text(f"{t.table}: last error{when}: {t.last_error}"))
+
+
+@app.command()
+def verify(
+    postgres: PostgresUrl = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="Table (repeat, or a,b); default: all migrated.")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Compare about this many items per table (extra target rows not sought).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Segments read at once.")] = 4,
+    scan_rate: Annotated[
+        float | None, typer.Option("--scan-rate", "-r", help="Read capacity units per second per table.")
+    ] = None,
+    consistent_read: Annotated[bool, typer.Option(help="Strongly consistent reads (twice the capacity).")] = False,
+    state_schema: StateSchema = "podyn",
+    region: Region = None,
+    endpoint_url: EndpointUrl = None,
+    profile: Profile = None,
+) -> None:
+    """Read the source again and compare it with PostgreSQL: counts, missing, extra and differing rows.
+
+    Exit code 0 only when every table is equal. Stop writes to the source (or let follow catch up)
+    first: changes in flight show as differences.
+    """
+    console, url = _setup(postgres)
+    cfg = verify_.VerifyConfig(
+        postgres_url=url,
+        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        tables=_tables(table),
+        state_schema=state_schema,
+        sample=sample,
+        threads=max(1, threads),
+        scan_rate=scan_rate,
+        consistent_read=consistent_read,
+    )
+    with _reported(console, url):
+        verdicts = verify_.run(cfg)
+    for line in verify_.summary_lines(verdicts):
+        typer.echo(line)
+    if not all(v.equal for v in verdicts):
+        raise typer.Exit(1)
 
 
 def _lag(t: status_.TableStatus) -> str:

@@ -1,0 +1,294 @@
+"""`podyn-fast verify`: read the source again and compare it with the target, row by row.
+
+The source is read as migrate reads it (parallel scan, raw pages, the Rust core's encoding with
+the table's recorded layout, the same rate limit), so a row matches exactly when migrate or follow
+would have written it that way. Encoded pages go by binary COPY into a temporary table and are
+compared in PostgreSQL against the target on the key: missing keys, rows whose content differs,
+and at the end target keys the source no longer has. Only keys stay in PostgreSQL's session
+memory, never the whole table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from podyn_fast import state
+from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout
+from podyn_fast.config import AwsConfig
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.postgres import ddl
+from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.worker import Page, RateLimiter, SegmentReader
+
+# Examples of each kind of difference shown per table.
+EXAMPLES = 5
+
+
+class VerifyError(PodynError, Terminal):
+    """Verification cannot run; the message says why."""
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    postgres_url: str
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    tables: tuple[str, ...] = ()
+    state_schema: str = "podyn"
+    sample: int | None = None
+    """Compare only about this many items (whole pages, from every segment); extra keys are not sought."""
+    threads: int = 4
+    scan_rate: float | None = None
+    consistent_read: bool = False
+
+
+@dataclass
+class Difference:
+    key: str
+    """The key columns, as text."""
+    columns: list[str] = field(default_factory=list)
+    """For a row whose content differs: the columns that differ."""
+
+
+@dataclass
+class TableVerdict:
+    table: str
+    source_items: int = 0
+    target_rows: int = 0
+    rejects: int = 0
+    missing: int = 0
+    extra: int | None = 0
+    """None with --sample: target rows are not all looked for in the source."""
+    differing: int = 0
+    no_column: set[str] = field(default_factory=set)
+    """Source attributes the target has no column for."""
+    examples: dict[str, list[Difference]] = field(default_factory=lambda: {"missing": [], "extra": [], "differing": []})
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing or self.extra or self.differing or self.no_column)
+
+
+def run(cfg: VerifyConfig) -> list[TableVerdict]:
+    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast verify") as conn:
+        names = list(cfg.tables) or [
+            str(r[0])
+            for r in conn.execute(
+                sql.SQL("SELECT table_name FROM {} ORDER BY 1").format(sql.Identifier(cfg.state_schema, "tables"))
+            )
+        ]
+        verdicts = []
+        for name in names:
+            table = state.get_table(conn, cfg.state_schema, name)
+            if table is None:
+                raise VerifyError(f"table {name!r} was not migrated (it is not in {cfg.state_schema}.tables)")
+            verdicts.append(_Table(conn, dynamo, cfg, table).verify())
+    return verdicts
+
+
+class _Table:
+    def __init__(self, conn: psycopg.Connection[Any], dynamo: RawDynamo, cfg: VerifyConfig, table: state.TableState):
+        self.conn, self.dynamo, self.cfg, self.table = conn, dynamo, cfg, table
+        self.layout = state.layout(conn, cfg.state_schema, table)
+        self.target_columns = set(self.layout.column_names)
+        self.keys = ddl.key_column_names(self.layout)
+        self.verdict = TableVerdict(table.table_name)
+        # Temporary tables: this page's encoded rows, and every key read so far.
+        self.rows_name = "podyn_verify_rows"
+        self.rows = sql.Identifier("pg_temp", self.rows_name)
+        self.seen = sql.Identifier("pg_temp", "podyn_verify_keys")
+
+    def verify(self) -> TableVerdict:
+        t = self.table
+        target = sql.Identifier(t.target_schema, t.target_table)
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT * FROM {} LIMIT 0").format(self.rows, target))
+        self.conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} LIMIT 0").format(self.seen, self._keys(), target)
+        )
+        try:
+            for page in self._pages():
+                self._compare(page)
+            if self.cfg.sample is None:
+                self._extras()
+            else:
+                self.verdict.extra = None
+            row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()
+            self.verdict.target_rows = int(row[0]) if row else 0
+        finally:
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(self.rows, self.seen))
+        return self.verdict
+
+    def _keys(self, alias: str | None = None) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.keys)
+
+    def _key_match(self, a: str, b: str) -> sql.Composable:
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(a, k), sql.Identifier(b, k)) for k in self.keys
+        )
+
+    def _key_text(self, alias: str) -> sql.Composable:
+        # A key shown as (partition key[, sort key]) text.
+        return sql.SQL("concat_ws(', ', {})").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(alias, k)) for k in self.keys)
+        )
+
+    def _pages(self) -> Iterator[Page]:
+        """Encoded pages from every segment, read by ``threads`` readers sharing one rate limit."""
+        total = self.table.total_segments
+        todo: queue.Queue[int] = queue.Queue()
+        for segment in range(total):
+            todo.put(segment)
+        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=8)
+        limiter = RateLimiter(self.cfg.scan_rate)
+        stop = threading.Event()
+        # With --sample, each segment contributes its first pages until its share is reached.
+        share = None if self.cfg.sample is None else max(1, -(-self.cfg.sample // total))
+
+        def read() -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        segment = todo.get_nowait()
+                    except queue.Empty:
+                        break
+                    reader = SegmentReader(
+                        self.dynamo,
+                        self.table.table_name,
+                        segment=segment,
+                        total_segments=total,
+                        start_key=None,
+                        layout=self.layout,
+                        limiter=limiter,
+                        consistent_read=self.cfg.consistent_read,
+                    )
+                    reader.start()
+                    try:
+                        taken = 0
+                        while not stop.is_set() and (page := reader.next_page()) is not None:
+                            pages.put(page)
+                            taken += page.encoded.row_count + len(page.encoded.rejects)
+                            if share is not None and taken >= share:
+                                break
+                    finally:
+                        reader.stop()
+                pages.put(None)
+            except BaseException as e:
+                pages.put(e)
+
+        threads = [threading.Thread(target=read, daemon=True) for _ in range(max(1, self.cfg.threads))]
+        for th in threads:
+            th.start()
+        running = len(threads)
+        try:
+            while running:
+                item = pages.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            stop.set()
+            while any(th.is_alive() for th in threads):
+                with contextlib.suppress(queue.Empty):
+                    pages.get(timeout=0.1)
+
+    def _compare(self, page: Page) -> None:
+        # Readers encode with the layout they started with; this one may have grown since.
+        layout = self.layout
+        encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
+        if encoded.unknown:
+            # Attributes the target has no column for: encode them into columns of our own, which
+            # the target side compares as NULL, so those rows differ.
+            self.verdict.no_column |= {a for a, _ in encoded.unknown}
+            layout = self.layout.with_columns(self.layout.plan_columns(list(encoded.unknown)))
+            new = [c for c in layout.columns if c[2] not in self.target_columns]
+            self.conn.execute(ddl.add_columns("pg_temp", self.rows_name, new))
+            self.layout = layout
+            encoded = layout.encode_scan_page(page.body)
+        self.verdict.source_items += encoded.row_count
+        self.verdict.rejects += len(encoded.rejects)
+        if not encoded.row_count:
+            return
+        with self.conn.transaction():
+            stmt = copy_statement("pg_temp", self.rows_name, layout.column_names)
+            with self.conn.cursor() as cur, cur.copy(stmt) as copy:
+                copy.write(COPY_HEADER + encoded.rows + COPY_TRAILER)
+            self.conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(self.seen, self._keys(), self.rows))
+            self._count_missing_and_differing(layout)
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(self.rows))
+
+    def _count_missing_and_differing(self, layout: Layout) -> None:
+        t = self.table
+        target = sql.Identifier(t.target_schema, t.target_table)
+        v = self.verdict
+        missing = self.conn.execute(
+            sql.SQL("SELECT {} FROM {} s WHERE NOT EXISTS (SELECT FROM {} t WHERE {})").format(
+                self._key_text("s"), self.rows, target, self._key_match("s", "t")
+            )
+        ).fetchall()
+        v.missing += len(missing)
+        v.examples["missing"] += [Difference(str(k)) for (k,) in missing[: EXAMPLES - len(v.examples["missing"])]]
+        columns = layout.column_names
+        # Columns the target lacks compare as NULL there.
+        theirs = [sql.Identifier("t", c) if c in self.target_columns else sql.SQL("NULL") for c in columns]
+        flags = sql.SQL(", ").join(
+            sql.SQL("{} IS DISTINCT FROM {}").format(sql.Identifier("s", c), other)
+            for c, other in zip(columns, theirs, strict=True)
+        )
+        differing = self.conn.execute(
+            sql.SQL("SELECT {}, ARRAY[{}] FROM {} s JOIN {} t ON {} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(
+                self._key_text("s"),
+                flags,
+                self.rows,
+                target,
+                self._key_match("s", "t"),
+                sql.SQL(", ").join(sql.Identifier("s", c) for c in columns),
+                sql.SQL(", ").join(theirs),
+            )
+        ).fetchall()
+        v.differing += len(differing)
+        for key, flags_row in differing[: max(0, EXAMPLES - len(v.examples["differing"]))]:
+            v.examples["differing"].append(
+                Difference(str(key), [c for c, f in zip(columns, flags_row, strict=True) if f])
+            )
+
+    def _extras(self) -> None:
+        t = self.table
+        target = sql.Identifier(t.target_schema, t.target_table)
+        extra = self.conn.execute(
+            sql.SQL("SELECT {} FROM {} t WHERE NOT EXISTS (SELECT FROM {} s WHERE {})").format(
+                self._key_text("t"), target, self.seen, self._key_match("s", "t")
+            )
+        ).fetchall()
+        self.verdict.extra = len(extra)
+        self.verdict.examples["extra"] = [Difference(str(k)) for (k,) in extra[:EXAMPLES]]
+
+
+def summary_lines(verdicts: Sequence[TableVerdict]) -> list[str]:
+    """What a person reads: one line per table, then examples of each difference."""
+    lines = []
+    for v in verdicts:
+        extra = "not checked (--sample)" if v.extra is None else f"{v.extra:,}"
+        verdict = "EQUAL" if v.equal else "DIFFERENT"
+        lines.append(
+            f"{v.table}: {verdict}: {v.source_items:,} source items compared, {v.target_rows:,} target rows; "
+            f"missing {v.missing:,}, extra {extra}, differing {v.differing:,}, rejected {v.rejects:,}"
+        )
+        if v.no_column:
+            lines.append(f"  source attributes with no column in the target: {', '.join(sorted(v.no_column))}")
+        for kind in ("missing", "extra", "differing"):
+            for d in v.examples[kind]:
+                detail = f" (columns {', '.join(d.columns)})" if d.columns else ""
+                lines.append(f"  {kind}: {d.key}{detail}")
+    return lines
