@@ -93,10 +93,12 @@ class Migrator:
         env: Mapping[str, str] | None = None,
         target: str | None = None,
         state: str | None = None,
+        root_args: Sequence[str] = (),
     ) -> Run:
         """Run migrate with ``args``; ``--postgres-url`` is this server's DSN (or ``url``) unless ``no_url``."""
         argv = [
             PODYN,
+            *root_args,
             "migrate",
             "--endpoint-url",
             self.endpoint,

@@ -7,6 +7,7 @@ earlier run stopped.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -30,6 +31,8 @@ from podyn_fast.errors import PodynError, Terminal
 from podyn_fast.postgres import ddl
 from podyn_fast.worker import init_process, w_load
 
+log = logging.getLogger("podyn_fast")
+
 
 class MigrateError(PodynError, Terminal):
     """A load cannot go on; the message says what to do."""
@@ -49,7 +52,7 @@ class TableReport:
     loaded: bool
 
 
-def make_executor(workers: int) -> Executor:
+def make_executor(workers: int, *, json_logs: bool = False) -> Executor:
     """Worker processes (spawn: botocore clients, psycopg connections and Rust threads do not
     survive fork); one worker runs in a thread of this process, which is simpler to debug."""
     if workers == 1:
@@ -58,7 +61,7 @@ def make_executor(workers: int) -> Executor:
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_process,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), json_logs),
     )
 
 
@@ -141,10 +144,33 @@ def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.Sourc
                 recorded.target_schema, recorded.target_table, layout, primary_key=not recorded.deferred_primary_key
             )
         )
+        if existed:
+            _check_compatible(conn, recorded, layout)
         if cfg.citus and not existed:
             # In the transaction that creates it: a table is never left created but not distributed.
             conn.execute(ddl.distribute(recorded.target_schema, recorded.target_table, layout))
     return recorded
+
+
+def _check_compatible(conn: psycopg.Connection[Any], table: state.TableState, layout: Layout) -> None:
+    """A target table that exists already must have every column of the layout, of its type: else
+    it is someone else's table (or from another tool), and loading into it would fail or mix data."""
+    found = dict(
+        conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [sql.Identifier(table.target_schema, table.target_table).as_string(conn)],
+        ).fetchall()
+    )
+    wanted = [(c, t) for _, t, c in layout.columns] + ([(layout.document, "jsonb")] if layout.document else [])
+    for column, ty in wanted:
+        if found.get(column) != ty:
+            has = f"is {found[column]}" if column in found else "is missing"
+            raise MigrateError(
+                f"target table {table.target_schema}.{table.target_table} exists but does not fit DynamoDB table "
+                f"{table.table_name!r}: column {column!r} {has}, {ty} expected; drop or rename it, or load into "
+                f"another schema with --target-schema"
+            )
 
 
 def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.TableState) -> None:
@@ -223,7 +249,7 @@ def _report(
 def _load(conn: psycopg.Connection[Any], cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
     workers = max(1, cfg.workers)
     console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
-    with make_executor(workers) as pool:
+    with make_executor(workers, json_logs=cfg.json_logs) as pool:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
         _watch(conn, cfg, estimates, futures, console)
         for f in futures:
@@ -238,7 +264,13 @@ def _watch(
     console: Console,
 ) -> None:
     """Show committed progress per table until the workers are done (read from the state schema,
-    so it counts the work of every host). Totals start from DescribeTable's ItemCount."""
+    so it counts the work of every host). Totals start from DescribeTable's ItemCount.
+
+    Bars on a terminal; elsewhere (a pipe, a log file) a plain line per table every
+    ``progress_every`` seconds, and with JSON logs a progress record instead.
+    """
+    live = cfg.progress and console.is_terminal
+    plain = cfg.progress and not console.is_terminal
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -247,24 +279,61 @@ def _watch(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not cfg.progress,
+        disable=not live,
         transient=False,
     ) as bar:
         tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0, rate=0.0) for n, estimate in estimates.items()}
         first = {n: state.progress(conn, cfg.state_schema, n).bytes for n in estimates}
-        started = time.monotonic()
+        started = last_line = time.monotonic()
         while True:
             finished = all(f.done() for f in futures)
+            line_due = time.monotonic() - last_line >= cfg.progress_every
             for n in estimates:
                 p = state.progress(conn, cfg.state_schema, n)
                 total = bar.tasks[tasks[n]].total
                 if p.segments_done == p.total_segments or (total is not None and p.items > total):
                     total = p.items  # DescribeTable's ItemCount is refreshed every ~6 hours: trust the count
-                rate = (p.bytes - first[n]) / 1e6 / max(time.monotonic() - started, 1e-3)
+                elapsed = max(time.monotonic() - started, 1e-3)
+                rate = (p.bytes - first[n]) / 1e6 / elapsed
                 bar.update(tasks[n], completed=p.items, total=total, mb=p.bytes / 1e6, rate=rate)
+                if line_due and not finished:
+                    _progress_line(
+                        console, n, p, total, rate, bar.tasks[tasks[n]].time_remaining, plain=plain, json=cfg.json_logs
+                    )
+            if line_due:
+                last_line = time.monotonic()
             if finished:
                 return
-            time.sleep(0.5)
+            time.sleep(min(0.5, cfg.progress_every))
+
+
+def _progress_line(
+    console: Console,
+    name: str,
+    p: state.Progress,
+    total: float | None,
+    rate: float,
+    eta: float | None,
+    *,
+    plain: bool,
+    json: bool,
+) -> None:
+    of = f" of ~{int(total):,}" if total else ""
+    share = f" ({100 * p.items / total:.0f}%)" if total else ""
+    remaining = f", {int(eta) // 60}m{int(eta) % 60:02d}s left" if eta is not None else ""
+    text = f"{name}: {p.items:,}{of} items{share}, {p.bytes / 1e6:,.1f} MB, {rate:.1f} MB/s{remaining}"
+    if json:
+        fields = {
+            "table": name,
+            "items": p.items,
+            "total": total,
+            "mb": p.bytes / 1e6,
+            "mb_per_s": rate,
+            "eta_seconds": eta,
+        }
+        log.info("%s", text, extra={"fields": fields})
+    elif plain:
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 def summary(reports: list[TableReport]) -> Table:

@@ -10,23 +10,25 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Annotated
 
-import botocore.exceptions
 import psycopg
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from podyn_fast import __version__, bulk, dryrun
+from podyn_fast import __version__, bulk, dryrun, explain, logs
 from podyn_fast import status as status_
 from podyn_fast import verify as verify_
-from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted, scrub
+from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted
 from podyn_fast.errors import PodynError
 from podyn_fast.follow import FollowConfig, Follower, FollowReport
+
+log = logging.getLogger("podyn_fast")
 
 # Seconds between the status lines `follow` prints.
 STATUS_EVERY = 10.0
@@ -58,15 +60,35 @@ EndpointUrl = Annotated[str | None, typer.Option(help="DynamoDB endpoint (a loca
 Profile = Annotated[str | None, typer.Option(help="AWS profile.")]
 
 
+class _Settings:
+    """The root options, for every command."""
+
+    verbose = False
+    json_logs = False
+
+
 def _error(console: Console, message: str) -> None:
+    if _Settings.json_logs:
+        log.error("%s", message)
+        return
     # Messages quote data (table and attribute names): never read them as rich markup.
     console.print(Text("error: ", style="red") + Text(message))
 
 
 def _console() -> Console:
     """The console for messages (stderr: stdout is for data, the dry run's SQL)."""
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
-    return Console(stderr=True)
+    logs.configure(json=_Settings.json_logs, verbose=_Settings.verbose)
+    # With JSON logs, what the library prints for people is silenced: _say logs it instead.
+    return Console(stderr=True, quiet=_Settings.json_logs)
+
+
+def _say(console: Console, text: str, shown: RenderableType | None = None, **fields: object) -> None:
+    """Tell the user: ``shown`` (or ``text``) on the console, or with JSON logs, ``text`` and
+    ``fields`` as one JSON line."""
+    if _Settings.json_logs:
+        log.info("%s", text, extra={"fields": fields})
+    else:
+        console.print(shown if shown is not None else text)
 
 
 def _setup(postgres: str | None) -> tuple[Console, str]:
@@ -81,28 +103,16 @@ def _setup(postgres: str | None) -> tuple[Console, str]:
 
 @contextlib.contextmanager
 def _reported(console: Console, url: str | None) -> Iterator[None]:
-    """Errors become one message and exit code 1; no message ever shows the password."""
-
-    def clean(text: str) -> str:
-        return scrub(text, url) if url else text
-
+    """Errors become one line naming the problem and the fix, and exit code 1 (with --verbose,
+    the traceback too); no message ever shows the password or an AWS secret."""
     try:
         yield
     except typer.Exit:
         raise
-    except PodynError as e:
-        _error(console, clean(str(e)))
-        raise typer.Exit(1) from None
-    except botocore.exceptions.NoCredentialsError:
-        _error(
-            console,
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an AWS profile "
-            "(--profile or AWS_PROFILE), or run where an instance role is available",
-        )
-        raise typer.Exit(1) from None
     except Exception as e:
-        # Connection errors may quote the connection string or the password.
-        _error(console, f"{type(e).__name__}: {clean(str(e))}")
+        if _Settings.verbose:
+            console.print(Text(explain.clean("".join(traceback.format_exception(e)), url)))
+        _error(console, explain.message(e, url))
         raise typer.Exit(1) from None
 
 
@@ -118,8 +128,16 @@ def _root(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, and tracebacks on errors.")] = False,
+    log_format: Annotated[
+        str, typer.Option(help="text, or json: one JSON object per line on stderr, and no progress bars.")
+    ] = "text",
 ) -> None:
     """Move DynamoDB tables into PostgreSQL (or Citus) fast, and keep them in sync until cutover."""
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("--log-format must be text or json")
+    _Settings.verbose = verbose
+    _Settings.json_logs = log_format == "json"
 
 
 def _tables(values: list[str] | None) -> tuple[str, ...]:
@@ -170,7 +188,10 @@ def migrate(
     region: Region = None,
     endpoint_url: EndpointUrl = None,
     profile: Profile = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress (bars on a terminal, else lines).")] = True,
+    progress_every: Annotated[
+        float, typer.Option(help="Seconds between progress lines when not on a terminal (and JSON records).")
+    ] = 10.0,
     follow: Annotated[
         bool,
         typer.Option("--follow", help="Capture stream changes from the start of the load, then keep applying them."),
@@ -229,7 +250,9 @@ def migrate(
         column_limit=column_limit,
         defer_primary_key=defer_primary_key,
         commit_bytes=max(1, int(batch_mb * 1e6)),
-        progress=progress,
+        progress=progress and not _Settings.json_logs,
+        json_logs=_Settings.json_logs,
+        progress_every=max(0.1, progress_every),
         load=load,
         citus=citus,
     )
@@ -240,7 +263,7 @@ def migrate(
         with _reported(console, url):
             reports = bulk.run(cfg, console)
         names = ", ".join(r.name for r in reports)
-        console.print(f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
+        _say(console, f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
         return
     follower: Following | None = None
     if follow:
@@ -255,33 +278,46 @@ def migrate(
     with _reported(console, url):
         reports = bulk.run(cfg, console, on_planned=follower.start if follower else None)
         if follower is not None:
-            console.print(bulk.summary(reports))
+            _summary(console, reports)
             follower.wait()
     if follower is None:
-        console.print(bulk.summary(reports))
+        _summary(console, reports)
     rejects = sum(r.rejects for r in reports)
     if rejects:
-        console.print(
-            f"[yellow]{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason"
+        _say(
+            console,
+            f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
+            Text(
+                f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
+                style="yellow",
+            ),
+            rejects=rejects,
         )
     if not all(r.loaded for r in reports):
-        console.print(
-            "[yellow]not every segment is loaded: the rest are held by other migrate processes (or by ones that "
-            "died on another host, whose leases run out after a minute); run the same command again to finish"
+        _say(
+            console,
+            "not every segment is loaded: the rest are held by other migrate processes (or by ones that "
+            "died on another host, whose leases run out after a minute); run the same command again to finish",
         )
     if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
         raise typer.Exit(1)
 
 
+def _summary(console: Console, reports: list[bulk.TableReport]) -> None:
+    _say(console, "migrate summary", bulk.summary(reports), tables=[dataclasses.asdict(r) for r in reports])
+
+
 def _dry_run(console: Console, cfg: MigrateConfig) -> None:
-    console.print(
-        "no PostgreSQL URL: printing the SQL instead (a dry run; pipe it into psql, or pass --postgres-url to load)"
+    _say(
+        console,
+        "no PostgreSQL URL: printing the SQL instead (a dry run; pipe it into psql, or pass --postgres-url to load)",
     )
     with _reported(console, None):
         reports = dryrun.run(cfg, sys.stdout.buffer)
     sys.stdout.flush()
     for r in reports:
-        console.print(f"{r.name}: {r.items:,} items in {r.pages:,} COPY blocks, {r.rejects:,} left out")
+        text = f"{r.name}: {r.items:,} items in {r.pages:,} COPY blocks, {r.rejects:,} left out"
+        _say(console, text, **dataclasses.asdict(r))
     if any(r.rejects for r in reports):
         raise typer.Exit(1)
 
@@ -331,7 +367,7 @@ class Following:
         for r in self.reports:
             lag = f"{r.lag_seconds:.1f} s" if r.lag_seconds is not None else "-"
             table.add_row(r.name, f"{r.applied:,}", lag, "stopped: " + r.stopped if r.stopped else "ok")
-        self.console.print(table)
+        _say(self.console, "follow summary", table, tables=[dataclasses.asdict(r) for r in self.reports])
 
     def _status(self, seen: dict[str, int], seconds: float) -> dict[str, int]:
         """One line per table: changes applied, their rate since the last line, and the lag."""
@@ -343,7 +379,15 @@ class Following:
             lag_seconds = f.lag()
             lag = f"{lag_seconds:.1f} s" if lag_seconds is not None else "-"
             state = f"stopped: {f.stopped}" if f.stopped else f.phase
-            self.console.print(f"{name}: {f.applied:,} changes applied, {rate:,.0f}/s, lag {lag} ({state})")
+            _say(
+                self.console,
+                f"{name}: {f.applied:,} changes applied, {rate:,.0f}/s, lag {lag} ({state})",
+                table=name,
+                applied=f.applied,
+                rate=rate,
+                lag_seconds=lag_seconds,
+                state=state,
+            )
         return now
 
     @property

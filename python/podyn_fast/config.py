@@ -99,6 +99,10 @@ class MigrateConfig:
     lease_seconds: float = 60.0
     """A segment whose holder has not checkpointed for this long can be taken over."""
     progress: bool = True
+    progress_every: float = 10.0
+    """Seconds between progress lines when the output is not a terminal (bars are live)."""
+    json_logs: bool = False
+    """Workers log JSON lines too (``--log-format json``)."""
     load: bool = True
     """False creates the tables and records them, loading nothing (Podyn's -s alone)."""
     citus: bool = False

@@ -20,14 +20,15 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from psycopg.copy import QueuedLibpqWriter
 
-from podyn_fast import state
+from podyn_fast import logs, state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
 from podyn_fast.config import MigrateConfig, scrub
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
-from podyn_fast.errors import PodynError, Transient
+from podyn_fast.errors import BodyError, PodynError, Transient
 from podyn_fast.postgres.copy import copy_statement
 
 # Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
@@ -38,6 +39,8 @@ MAX_THROTTLED_SECONDS = 600.0
 MAX_FAILING_SECONDS = 120.0
 
 log = logging.getLogger("podyn_fast")
+# Unreadable answers (invalid JSON, cut short) for the same page before giving up.
+MAX_UNREADABLE = 5
 # Pages read ahead of the COPY: enough to hide a network round trip, few enough to bound memory.
 READ_AHEAD = 2
 
@@ -81,10 +84,10 @@ class RateLimiter:
             self.slowdown = min(self.slowdown * 2, 64.0)
 
 
-def _classify(e: ClientError | BodyChecksumError) -> tuple[bool, bool]:
+def _classify(e: ClientError | BodyChecksumError | HTTPClientError | BotoConnectionError) -> tuple[bool, bool]:
     """(worth retrying, was throttling) for a failed Scan request."""
-    if isinstance(e, BodyChecksumError):
-        return True, False
+    if not isinstance(e, ClientError):
+        return True, False  # a damaged body, or the network: timeouts, refused or dropped connections
     throttled = e.response.get("Error", {}).get("Code") in THROTTLING
     status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return throttled or status >= 500, throttled
@@ -132,11 +135,27 @@ class SegmentReader(threading.Thread):
 
     def run(self) -> None:
         key = self.start_key
+        unreadable = 0
         try:
             while not self.stopping.is_set():
                 body = self._scan(key)
                 layout = self.layout
-                encoded = layout.encode_scan_page(body)
+                try:
+                    encoded = layout.encode_scan_page(body)
+                except BodyError as e:
+                    # Cut short or garbled on the way, with no CRC to tell: ask again, a few times.
+                    unreadable += 1
+                    if unreadable > MAX_UNREADABLE:
+                        raise BodyError(
+                            f"Scan of {self.table} segment {self.segment}: {unreadable} unreadable answers in a row "
+                            f"for the same page ({e})"
+                        ) from None
+                    log.warning(
+                        "Scan of %s segment %d: unreadable answer (%s); asking again", self.table, self.segment, e
+                    )
+                    time.sleep(random.uniform(0, 0.1 * 2**unreadable))  # noqa: S311
+                    continue
+                unreadable = 0
                 self.limiter.charge(encoded.consumed_capacity)
                 self._put(Page(body, layout, encoded))
                 key = encoded.last_evaluated_key
@@ -167,7 +186,7 @@ class SegmentReader(threading.Thread):
                     exclusive_start_key=key,
                     consistent_read=self.consistent_read,
                 )
-            except (ClientError, BodyChecksumError) as e:
+            except (ClientError, BodyChecksumError, HTTPClientError, BotoConnectionError) as e:
                 retryable, throttled = _classify(e)
                 limit = MAX_THROTTLED_SECONDS if throttled else MAX_FAILING_SECONDS
                 if not retryable or time.monotonic() - started > limit or self.stopping.is_set():
@@ -365,15 +384,14 @@ class Loader:
         return updated
 
 
-def init_process(coordinator: int) -> None:
+def init_process(coordinator: int, json_logs: bool) -> None:
     """Worker process initializer: exit as soon as the coordinator is gone.
 
     A pool worker whose parent was killed would otherwise load on alone, then wait forever for its
     next task (its siblings keep the task pipe open). Dying mid-transaction is safe: PostgreSQL
     rolls it back, and the lease of a dead process on this host is taken over at once.
     """
-
-    logging.basicConfig(level=logging.WARNING, format="podyn-fast: %(message)s")
+    logs.configure(json=json_logs)
 
     def watch() -> None:
         while os.getppid() == coordinator:

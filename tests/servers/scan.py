@@ -602,6 +602,21 @@ class ScanServer(ServerBase[TableStats]):
         self._tables: dict[str, _Table] = {}
         for spec in tables:
             self.add_table(spec)
+        self._stall_until = 0.0
+        self.bad_body_rate = 0.0
+        """Fraction of Scan answers whose body is cut short (with a CRC header that matches the cut
+        body, as a buggy server or proxy would send): the client must ask again."""
+        self.bad_bodies_served = 0
+        self._bad_body_rng = random.Random(seed)
+
+    def stall(self, seconds: float) -> None:
+        """Answer no Scan request for ``seconds``: each one waits until then (a stalled endpoint)."""
+        self._stall_until = time.monotonic() + seconds
+
+    def reset_faults(self) -> None:
+        super().reset_faults()
+        self._stall_until = 0.0
+        self.bad_body_rate = 0.0
 
     # Tables ------------------------------------------------------------------------------------
 
@@ -664,6 +679,9 @@ class ScanServer(ServerBase[TableStats]):
         return Reply(200, orjson.dumps(table.describe()))
 
     def _scan(self, req: dict[str, Any]) -> Reply:
+        stalled = self._stall_until - time.monotonic()
+        if stalled > 0:
+            time.sleep(stalled)
         scan = _parse_scan(req)
         table = self._table(scan.params.table, "Requested resource not found")
         ordering = table.ordering(scan.total, scan.segment)
@@ -673,6 +691,9 @@ class ScanServer(ServerBase[TableStats]):
         bad_crc = self._draw_fault(table.spec.name, lambda: self._throttled(table))
         body, count = _page(table, ordering, start, scan)
         self._count(scan.params.table, items=count, bytes=len(body), crc_errors=int(bad_crc))
+        if not bad_crc and self.bad_body_rate and self._bad_body_rng.random() < self.bad_body_rate:
+            self.bad_bodies_served += 1
+            return Reply(200, body[: len(body) // 2])
         return Reply(200, body, bad_crc)
 
     @staticmethod
