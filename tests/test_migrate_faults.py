@@ -29,8 +29,9 @@ from tests import reference
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 TABLE = "big"
-# What each round of the kill test kills.
-KILLS = ("coordinator", "workers", "coordinator", "workers", "coordinator", "worker")
+# What the kill test kills, and how many times in all.
+VICTIMS = ("coordinator", "workers", "worker")
+KILL_MOMENTS = 20
 ITEMS = 200_000
 EXE = str(Path(sys.executable).parent / "podyn-fast")
 
@@ -182,16 +183,17 @@ def _finish(run: Run, attempts: int = 3) -> subprocess.CompletedProcess[str]:
 
 
 def test_sigkill_workers_and_coordinator_then_rerun(pg_dsn: str, big_table: ScanServer, golden: Run) -> None:
+    """SIGKILL at KILL_MOMENTS random moments (the coordinator, every worker, or one worker),
+    rerunning after each; when a load ends, it must equal the golden one and the next starts."""
     rng = random.Random(20261127)
-    run = Run(pg_dsn, big_table.endpoint)
-    kills = dict.fromkeys(KILLS, 0)
-    # A network-like delay per request stretches the load so that kills land inside it.
+    kills = dict.fromkeys(VICTIMS, 0)
+    loads = 0
+    # A network-like delay per request stretches each load so that kills land inside it.
     big_table.latency = 0.01
+    run = Run(pg_dsn, big_table.endpoint)
     try:
-        for round_ in range(12):
+        while sum(kills.values()) < KILL_MOMENTS:
             before = _committed(run)
-            if before >= ITEMS * 0.9:
-                break
             proc = run.start()
             # Kill once this run has committed something of its own (it is in the middle of the
             # load, not starting up), at a random moment after that.
@@ -200,25 +202,32 @@ def test_sigkill_workers_and_coordinator_then_rerun(pg_dsn: str, big_table: Scan
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.3))
             workers = _workers_of(proc.pid)
-            if proc.poll() is not None:
-                proc.communicate()  # finished before the kill: the rerun below must then change nothing
-                break
-            # The coordinator, every worker, or one worker (whose siblings then finish their
-            # segments: that round usually ends the load, so it comes last).
-            victim = KILLS[min(round_, len(KILLS) - 1)]
-            if victim == "coordinator" or not workers:
-                os.kill(proc.pid, signal.SIGKILL)
-            else:
-                for pid in workers if victim == "workers" else [rng.choice(workers)]:
-                    os.kill(pid, signal.SIGKILL)
-            kills[victim] += 1
+            if proc.poll() is None:
+                victim = rng.choice(VICTIMS)
+                if victim == "coordinator" or not workers:
+                    os.kill(proc.pid, signal.SIGKILL)
+                else:
+                    for pid in workers if victim == "workers" else [rng.choice(workers)]:
+                        os.kill(pid, signal.SIGKILL)
+                kills[victim] += 1
             # The pipes stay open until the workers are gone too: orphans must not live on.
-            proc.communicate(timeout=60)
+            proc.communicate(timeout=120)
             assert not [w for w in workers if _alive(w)], "workers outlived their coordinator"
-        assert sum(kills.values()) >= 3 and kills["coordinator"] and kills["workers"], kills
-        big_table.reset_faults()
+            if _committed(run) >= ITEMS * 0.9 or proc.returncode == 0:
+                # This load is nearly or wholly done: finish it, check it, and start another.
+                big_table.latency = 0.0
+                _finish(run)
+                _same_as_golden(pg_dsn, run, golden)
+                run.drop()
+                loads += 1
+                big_table.latency = 0.01
+                run = Run(pg_dsn, big_table.endpoint)
+        big_table.latency = 0.0
         _finish(run)
         _same_as_golden(pg_dsn, run, golden)
+        loads += 1
+        assert all(kills.values()), kills
+        print(f"{sum(kills.values())} kills {kills} across {loads} loads of {ITEMS:,} items, each exact")
     finally:
         big_table.reset_faults()
         run.drop()
