@@ -15,14 +15,19 @@ from psycopg.rows import TupleRow
 
 from podyn_fast.embedded.postgres import EmbeddedPostgres
 
+CITUS_DSN = os.environ.get("PODYN_TEST_CITUS_DSN")
+"""A real Citus cluster's coordinator, when one is at hand (Citus cannot be installed here)."""
+
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
-    """The DSN of the test server: ``PODYN_TEST_DSN`` if set, else an embedded server for the session.
+    """The DSN of the test server: a Citus coordinator's from ``PODYN_TEST_CITUS_DSN`` (then every
+    migrate in the suite runs with ``--citus``), else ``PODYN_TEST_DSN``, else an embedded server
+    for the session.
 
     Never skips: without PostgreSQL binaries EmbeddedPostgres raises, and every test using it errors.
     """
-    dsn = os.environ.get("PODYN_TEST_DSN")
+    dsn = CITUS_DSN or os.environ.get("PODYN_TEST_DSN")
     if dsn:
         yield dsn
         return

@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from podyn_fast import _core
 from tests import reference
 from tests.fix_dynamo import REGION
+from tests.fix_pg import CITUS_DSN
 from tests.reference import NUMBERS, STRINGS
 
 PODYN = str(Path(sys.executable).parent / "podyn-fast")
@@ -112,6 +113,8 @@ class Migrator:
         ]
         if not no_url:
             argv += ["--postgres-url", url or self.dsn]
+        if CITUS_DSN:
+            argv.append("--citus")
         environ = {k: v for k, v in os.environ.items() if k not in _URL_ENV}
         environ.update(env or {})
         started = time.monotonic()

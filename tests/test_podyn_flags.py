@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from tests.fix_pg import CITUS_DSN
 from tests.moto_migrate import (
     Migrator,
     assert_ok,
@@ -51,6 +52,10 @@ DROP FUNCTION IF EXISTS public.citus_probe() CASCADE;
 
 @pytest.fixture
 def citus_stand_in(pg_dsn: str) -> Iterator[None]:
+    if CITUS_DSN:
+        # A real Citus has the real function in pg_catalog, found before any stand-in: there, the
+        # whole suite runs with --citus instead.
+        pytest.skip("the stand-in checks the statements on plain PostgreSQL; this run has a real Citus")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(DROP_STAND_IN)
         conn.execute(STAND_IN)
