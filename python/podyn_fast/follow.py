@@ -40,6 +40,8 @@ IDLE_CAP = 2.0
 THROTTLING = {"LimitExceededException", "ProvisionedThroughputExceededException", "ThrottlingException"}
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
+# How long a follower keeps trying to reconnect to PostgreSQL before it gives up.
+RECONNECT_FOR = 600.0
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
 
@@ -132,10 +134,11 @@ class Follower:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, only: list[str] | None = None) -> None:
+        """Lock, check and load the tables to follow (``only`` these, when given)."""
         schema = self.cfg.state_schema
         state.ensure_schema(self.conn, schema)
-        names = list(self.cfg.tables) or [
+        names = list(only if only is not None else self.cfg.tables) or [
             r[0]
             for r in self.conn.execute(
                 sql.SQL("SELECT table_name FROM {} ORDER BY table_name").format(sql.Identifier(schema, "tables"))
@@ -198,35 +201,73 @@ class Follower:
         """Follow until stopped, or idle long enough with ``exit_when_idle``."""
         self.start()
         try:
-            while not self.stop.is_set():
-                active = [f for f in self.followed.values() if f.stopped is None]
-                if not active:
-                    break
-                for f in active:
-                    self._promote(f)
-                    self._refresh(f)
-                if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY:
-                    self._heartbeat()
-                if self._idle(active):
-                    break
-                pick = self._next_shard(active)
-                if pick is None:
-                    self.stop.wait(0.2)
-                    continue
-                f, shard = pick
-                wait = shard.next_poll - time.monotonic()
-                if wait > 0:
-                    self.stop.wait(min(wait, 0.5))
-                    continue
+            while True:
                 try:
-                    self._read(f, shard)
-                except Gap as gap:
-                    self._stop(f, str(gap))
+                    self._loop()
+                    break
+                except psycopg.OperationalError as e:
+                    # PostgreSQL restarted, failed over, or the network dropped: nothing uncommitted
+                    # counts, so reconnect and carry on from the checkpoints.
+                    self._reconnect(e)
         finally:
             with contextlib.suppress(psycopg.Error):
                 self._heartbeat()
             self.close()
         return [FollowReport(f.table.table_name, f.applied, f.lag(), f.stopped) for f in self.followed.values()]
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            active = [f for f in self.followed.values() if f.stopped is None]
+            if not active:
+                break
+            for f in active:
+                self._promote(f)
+                self._refresh(f)
+            if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY:
+                self._heartbeat()
+            if self._idle(active):
+                break
+            pick = self._next_shard(active)
+            if pick is None:
+                self.stop.wait(0.2)
+                continue
+            f, shard = pick
+            wait = shard.next_poll - time.monotonic()
+            if wait > 0:
+                self.stop.wait(min(wait, 0.5))
+                continue
+            try:
+                self._read(f, shard)
+            except Gap as gap:
+                self._stop(f, str(gap))
+
+    def _reconnect(self, error: psycopg.OperationalError) -> None:
+        """A new connection, with backoff, for up to RECONNECT_FOR seconds; then the followed
+        tables again from their checkpoints (what was read but not committed is read again)."""
+        log.warning("lost the PostgreSQL connection (%s); reconnecting", " ".join(str(error).split()))
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+        started, delay = time.monotonic(), 0.5
+        while True:
+            if self.stop.wait(delay):
+                raise error
+            try:
+                self.conn = psycopg.connect(
+                    self.cfg.postgres_url, autocommit=True, application_name="podyn-fast follow"
+                )
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() - started > RECONNECT_FOR:
+                    raise error from None
+                delay = min(delay * 2, 10.0)
+        before = dict(self.followed)
+        self.followed = {name: f for name, f in before.items() if f.stopped is not None}
+        active = [name for name, f in before.items() if f.stopped is None]
+        if active:
+            self.start(active)
+        for name, f in self.followed.items():
+            f.applied = before[name].applied
+        log.warning("reconnected to PostgreSQL; following again from the checkpoints")
 
     def _heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()

@@ -348,9 +348,24 @@ class EmbeddedPostgres:
         path.write_text("".join(f"{name} = {_quote(value)}\n" for name, value in settings.items()))
         self._give(path)
 
-    def _launch(self) -> None:
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (a fast shutdown: every session is cut) and, ``down_seconds`` later,
+        start it again on the same port and data: for tests of clients that must ride it out."""
+        port = self.port
+        pid = self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+            if not self._wait_gone(pid, _STOP_TIMEOUT):
+                raise RuntimeError(f"PostgreSQL (pid {pid}) did not stop within {_STOP_TIMEOUT:g}s")
+        if self._process is not None:
+            self._process.wait()
+        time.sleep(down_seconds)
+        self._launch(port)
+
+    def _launch(self, fixed_port: int | None = None) -> None:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = _free_port()
+            port = fixed_port or _free_port()
             self._write_settings(port)
             log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
@@ -370,7 +385,12 @@ class EmbeddedPostgres:
                 return
             exit_code = self._process.poll()
             output = self._read_log(log_start)
-            if exit_code is not None and "Address already in use" in output and attempt < _PORT_ATTEMPTS:
+            if (
+                exit_code is not None
+                and "Address already in use" in output
+                and attempt < _PORT_ATTEMPTS
+                and not fixed_port
+            ):
                 continue
             # The tail goes into the message: stop() removes a temporary directory, log included.
             state = f"not ready after {self._startup_timeout:g}s" if exit_code is None else f"exited with {exit_code}"

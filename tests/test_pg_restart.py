@@ -1,0 +1,144 @@
+"""PostgreSQL restarted under a load and under a follower, on a server of this module's own.
+
+migrate stops with a clear message and the rerun finishes exactly; follow reconnects with backoff
+and carries on from its checkpoints in the same process, ending exact.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+
+from podyn_fast import state
+from podyn_fast.embedded.postgres import EmbeddedPostgres
+from tests import reference
+from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
+from tests.moto_migrate import PODYN
+from tests.servers.scan import ScanServer, typical_item
+from tests.servers.streams import StreamsServer
+
+KEYS = [("pk", "S"), ("sk", "N")]
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[EmbeddedPostgres]:
+    with EmbeddedPostgres() as server:
+        yield server
+
+
+def _items(conn: psycopg.Connection[Any], state_schema: str, table: str) -> int:
+    try:
+        return state.progress(conn, state_schema, table).items
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+def _wait_until(predicate: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_migrate_reruns_exactly_after_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: ScanServer) -> None:
+    dsn = own_pg.dsn
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"p_{tag}", f"p_{tag}_state"
+    cmd = [
+        PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", fast_dynamo.endpoint, "--region", "us-east-1",
+        "--table", TYPICAL, "--batch-mb", "1", "--segments", "8", "--target-schema", target,
+        "--state-schema", state_schema, "--no-progress",
+    ]  # fmt: skip
+    fast_dynamo.latency = 0.02
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def committed() -> bool:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return _items(conn, state_schema, TYPICAL) > 0 or proc.poll() is not None
+
+        _wait_until(committed)
+        assert proc.poll() is None, "finished before the restart"
+        own_pg.restart(down_seconds=2)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        fast_dynamo.latency = 0.0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "PostgreSQL" in stderr, stderr
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = state.get_table(conn, state_schema, TYPICAL)
+        assert found is not None
+        items = (orjson.loads(typical_item(i)) for i in range(TYPICAL_COUNT))
+        layout = state.layout(conn, state_schema, found)
+        assert reference.check_table(conn, target, TYPICAL, layout, items) == TYPICAL_COUNT
+
+
+def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_server: StreamsServer) -> None:
+    dsn = own_pg.dsn
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"q_{tag}", f"q_{tag}_state"
+    rng = random.Random(31)
+    server = streams_server
+    server.create_table("Tbl", KEYS, view_type="NEW_AND_OLD_IMAGES", shards=4)
+    for i in range(300):
+        server.put("Tbl", {"pk": {"S": f"k{i}"}, "sk": {"N": "0"}, "v": {"N": str(i)}})
+    common = ["--postgres-url", dsn, "--endpoint-url", server.endpoint, "--region", "us-east-1"]
+    common += ["--state-schema", state_schema]
+    migrate = [PODYN, "migrate", *common, "--target-schema", target, "--no-progress", "--table", "Tbl"]
+    assert subprocess.run(migrate, capture_output=True, text=True, timeout=120, check=False).returncode == 0
+
+    def write(n: int) -> None:
+        for _ in range(n):
+            key = rng.randrange(600)
+            if rng.random() < 0.2:
+                server.delete("Tbl", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}})
+            else:
+                server.put("Tbl", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}, "v": {"N": str(rng.randrange(10**6))}})
+
+    write(3000)
+    server.latency = 0.01  # slow enough that the restart lands while changes are applied
+    follow = [PODYN, "follow", *common, "--exit-when-idle", "3"]
+    proc = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def applying() -> bool:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(state_schema))
+                ).fetchone()
+                return (row is not None and row[0] > 0) or proc.poll() is not None
+
+        _wait_until(applying)
+        assert proc.poll() is None, "finished before the restart"
+        writer = threading.Thread(target=write, args=(2000,))
+        writer.start()  # changes keep coming while PostgreSQL is down
+        own_pg.restart(down_seconds=3)
+        writer.join()
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        server.latency = 0.0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "reconnected to PostgreSQL" in stderr, stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = state.get_table(conn, state_schema, "Tbl")
+        assert found is not None
+        layout = state.layout(conn, state_schema, found)
+        reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Tbl").values()))
