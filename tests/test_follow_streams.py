@@ -125,22 +125,39 @@ def _table(server: StreamsServer, name: str, rng: random.Random, items: int = 50
         server.put(name, _item(rng, key))
 
 
+def _applied(env: Env) -> int:
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(env.state))
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_splits_and_sigkill_at_random_moments(env: Env) -> None:
+    """20,000 changes in 20 rounds of 1,000 (two of them with a shard split): each round starts a
+    follower and SIGKILLs it at a random moment once it has applied something of its own."""
     rng = random.Random(11)
     _table(env.server, "Tbl", rng)
     env.migrate("--table", "Tbl")
-    _changes(env.server, "Tbl", rng, 10_000, splits=2)
+    env.server.latency = 0.005  # a round takes long enough for the kill to land inside it
     kills = 0
-    for _ in range(8):
-        proc = env.start_follow()
-        time.sleep(rng.uniform(0.8, 2.0))
-        if proc.poll() is not None:
-            proc.communicate()
-            break
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-        kills += 1
-    assert kills >= 3, "the follower finished before it could be killed three times"
+    try:
+        for round_ in range(20):
+            _changes(env.server, "Tbl", rng, 1_000, splits=1 if round_ in (5, 13) else 0)
+            before = _applied(env)
+            proc = env.start_follow()
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and _applied(env) <= before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.2))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.communicate(timeout=30)
+    finally:
+        env.server.latency = 0.0
+    assert kills >= 15, f"only {kills} of 20 rounds were killed in the middle"
+    print(f"{kills} SIGKILLs across 20,000 changes")
     done = env.follow()
     assert done.returncode == 0, done.stderr
     env.check("Tbl")
@@ -149,6 +166,55 @@ def test_splits_and_sigkill_at_random_moments(env: Env) -> None:
     assert len(shards) == 28, shards
     assert sum(1 for s in shards if s[1] is not None) == 24
     assert all(s[2] for s in shards if any(c[1] == s[0] for c in shards)), "a parent left unfinished"
+
+
+def test_splits_and_expired_iterators_at_the_worst_moments(env: Env) -> None:
+    """Shards split right after a GetRecords answered (the follower holds records it has not yet
+    committed) and right after a checkpoint committed, 8 times, while every iterator expires
+    within 50 ms; the follower runs throughout, then a last run must leave the table exact."""
+    rng = random.Random(15)
+    # One shard to start with: each split doubles the open shards (2**8 leaves at the end).
+    env.server.create_table("Tbl", KEYS, view_type="NEW_AND_OLD_IMAGES", shards=1)
+    for key in range(500):
+        env.server.put("Tbl", _item(rng, key))
+    env.migrate("--table", "Tbl")
+    ttl = env.server.iterator_ttl
+    env.server.iterator_ttl = 0.05
+    env.server.latency = 0.002
+    moments = {"after a GetRecords": 0, "after a checkpoint": 0}
+    proc = subprocess.Popen(env._cmd("follow"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for round_ in range(8):
+            moment = "after a GetRecords" if round_ % 2 == 0 else "after a checkpoint"
+            served, committed = env.server.stats("Tbl").records, _applied(env)
+            _changes(env.server, "Tbl", rng, 200)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and proc.poll() is None:
+                if moment == "after a GetRecords" and env.server.stats("Tbl").records > served:
+                    break
+                if moment == "after a checkpoint" and _applied(env) > committed:
+                    break
+                time.sleep(0.0005)
+            assert proc.poll() is None, proc.communicate()[1]
+            env.server.split("Tbl")
+            moments[moment] += 1
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        env.server.iterator_ttl = ttl
+        env.server.latency = 0.0
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert moments == {"after a GetRecords": 4, "after a checkpoint": 4}
+    _changes(env.server, "Tbl", rng, 200)  # the last children get records too
+    done = env.follow()
+    assert done.returncode == 0, done.stderr
+    env.check("Tbl")
+    shards = env.shards()
+    assert all(s[2] for s in shards if any(c[1] == s[0] for c in shards)), "a parent left unfinished"
+    print(f"{len(shards)} shards after 8 splits at the worst moments")
 
 
 def test_expired_iterators_and_throttling_recover(env: Env) -> None:
