@@ -65,6 +65,11 @@ def _message(e: BaseException, url: str | None) -> str:  # noqa: PLR0911  (one d
         )
     if isinstance(e, botocore.exceptions.ClientError):
         return _client_error(e)
+    if isinstance(e, psycopg.OperationalError) and url is not None and _is_lost(e):
+        return (
+            f"lost the connection to PostgreSQL ({redacted(url)}): {_one_line(str(e))}: what was committed "
+            f"stays; run the same command again to resume"
+        )
     if isinstance(e, psycopg.OperationalError) and url is not None and _is_connect_failure(e):
         return _connect_failure(e, url)
     if isinstance(e, psycopg.Error):
@@ -89,6 +94,12 @@ def _client_error(e: botocore.exceptions.ClientError) -> str:
     if code == "ResourceNotFoundException":
         return f"DynamoDB says not found in {operation}: {text}: check the table name and --region"
     return f"DynamoDB error in {operation}: {code}: {text}"
+
+
+def _is_lost(e: psycopg.OperationalError) -> bool:
+    # A session cut short (a restart, a failover, the network): SQLSTATE 57P0x, or libpq's words.
+    text = str(e)
+    return (e.sqlstate or "").startswith("57P0") or "closed the connection" in text or "consuming input failed" in text
 
 
 def _is_connect_failure(e: psycopg.OperationalError) -> bool:
