@@ -24,9 +24,9 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from psycopg.copy import QueuedLibpqWriter
 
-from podyn_fast import logs, state
+from podyn_fast import explain, logs, state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
-from podyn_fast.config import MigrateConfig, scrub
+from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import BodyError, PodynError, Transient
 from podyn_fast.postgres.copy import copy_statement
@@ -263,7 +263,7 @@ class Loader:
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
                 if isinstance(e, Exception):
-                    message = scrub(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
+                    message = explain.clean(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
                     state.record_error(self.conn, schema, held.table_name, message)
                 raise
         return self.result
