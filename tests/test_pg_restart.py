@@ -1,7 +1,7 @@
 """PostgreSQL restarted under a load and under a follower, on a server of this module's own.
 
-migrate stops with a clear message and the rerun finishes exactly; follow reconnects with backoff
-and carries on from its checkpoints in the same process, ending exact.
+migrate and follow both reconnect with backoff and carry on from what was committed, in the same
+process, ending exact.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _wait_until(predicate: Any, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_migrate_reruns_exactly_after_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: ScanServer) -> None:
+def test_migrate_rides_out_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: ScanServer) -> None:
     dsn = own_pg.dsn
     tag = uuid.uuid4().hex[:8]
     target, state_schema = f"p_{tag}", f"p_{tag}_state"
@@ -76,13 +76,9 @@ def test_migrate_reruns_exactly_after_a_restart(own_pg: EmbeddedPostgres, fast_d
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1, stderr
-    message = " ".join(stderr.split())
-    assert "Traceback" not in message and "PostgreSQL" in message, stderr
-    # Cut mid-session, or refused while the server was down: either way, said in a line.
-    assert "run the same command again" in message or "cannot connect to PostgreSQL" in message, stderr
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    # The loaders and the coordinator reconnect with backoff and finish the load themselves.
+    assert proc.returncode == 0, stderr
+    assert "reconnected to PostgreSQL" in stderr and "Traceback" not in stderr, stderr
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = state.get_table(conn, state_schema, TYPICAL)
         assert found is not None

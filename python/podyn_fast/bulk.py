@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +28,11 @@ from podyn_fast._core import Layout, column_type
 from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import PodynError, Terminal
-from podyn_fast.postgres import ddl
+from podyn_fast.postgres import connect, ddl
 from podyn_fast.worker import init_process, w_load
 
 log = logging.getLogger("podyn_fast")
+APPLICATION = "podyn-fast migrate"
 
 
 class MigrateError(PodynError, Terminal):
@@ -213,7 +214,8 @@ def run(
     names = list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
-    with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate") as conn:
+    conn = connect.connect(cfg.postgres_url, APPLICATION)
+    try:
         state.ensure_schema(conn, cfg.state_schema)
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
@@ -226,7 +228,9 @@ def run(
         started = time.monotonic()
         todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}
         if todo:
-            _load(conn, cfg, todo, console)
+            _load(cfg, todo, console)
+            # Idle through the load: PostgreSQL may have restarted meanwhile (the workers rode it out).
+            conn = connect.usable(conn, cfg.postgres_url, APPLICATION)
         seconds = time.monotonic() - started
         reports = []
         for name, table in tables.items():
@@ -236,6 +240,8 @@ def run(
                 finish(conn, cfg, table)
                 loaded = True
             reports.append(_report(conn, cfg, name, before[name], seconds, loaded=loaded))
+    finally:
+        conn.close()
     return reports
 
 
@@ -246,18 +252,17 @@ def _report(
     return TableReport(name, p.items, p.items - before, p.rejects, p.bytes, seconds, loaded)
 
 
-def _load(conn: psycopg.Connection[Any], cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
+def _load(cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
     workers = max(1, cfg.workers)
     console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     with make_executor(workers, json_logs=cfg.json_logs) as pool:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
-        _watch(conn, cfg, estimates, futures, console)
+        _watch(cfg, estimates, futures, console)
         for f in futures:
             f.result()  # raises the first worker's error
 
 
 def _watch(
-    conn: psycopg.Connection[Any],
     cfg: MigrateConfig,
     estimates: dict[str, int],
     futures: list[Future[Any]],
@@ -269,6 +274,41 @@ def _watch(
     Bars on a terminal; elsewhere (a pipe, a log file) a plain line per table every
     ``progress_every`` seconds, and with JSON logs a progress record instead.
     """
+    reader = _ProgressReader(cfg)
+    try:
+        _show_progress(reader, cfg, estimates, futures, console)
+    finally:
+        reader.close()
+
+
+class _ProgressReader:
+    """The coordinator's reads of the state schema during the load, over a connection of its own
+    that rides out a PostgreSQL restart (the workers reconnect on their own too)."""
+
+    def __init__(self, cfg: MigrateConfig) -> None:
+        self.cfg = cfg
+        self.conn = connect.connect(cfg.postgres_url, APPLICATION)
+
+    def read(self, names: Iterable[str]) -> dict[str, state.Progress]:
+        while True:
+            try:
+                return {n: state.progress(self.conn, self.cfg.state_schema, n) for n in names}
+            except psycopg.OperationalError as e:
+                if not self.conn.broken:
+                    raise
+                self.conn = connect.reconnect(self.conn, e, self.cfg.postgres_url, APPLICATION)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _show_progress(
+    reader: _ProgressReader,
+    cfg: MigrateConfig,
+    estimates: dict[str, int],
+    futures: list[Future[Any]],
+    console: Console,
+) -> None:
     live = cfg.progress and console.is_terminal
     plain = cfg.progress and not console.is_terminal
     with Progress(
@@ -283,13 +323,14 @@ def _watch(
         transient=False,
     ) as bar:
         tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0, rate=0.0) for n, estimate in estimates.items()}
-        first = {n: state.progress(conn, cfg.state_schema, n).bytes for n in estimates}
+        first = {n: p.bytes for n, p in reader.read(estimates).items()}
         started = last_line = time.monotonic()
         while True:
             finished = all(f.done() for f in futures)
             line_due = time.monotonic() - last_line >= cfg.progress_every
+            progress = reader.read(estimates)
             for n in estimates:
-                p = state.progress(conn, cfg.state_schema, n)
+                p = progress[n]
                 total = bar.tasks[tasks[n]].total
                 if p.segments_done == p.total_segments or (total is not None and p.items > total):
                     total = p.items  # DescribeTable's ItemCount is refreshed every ~6 hours: trust the count

@@ -28,7 +28,7 @@ from podyn_fast._core import Layout, StreamBatch
 from podyn_fast.config import AwsConfig
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import PodynError, Terminal
-from podyn_fast.postgres import apply
+from podyn_fast.postgres import apply, connect
 
 log = logging.getLogger("podyn_fast")
 
@@ -40,8 +40,7 @@ IDLE_CAP = 2.0
 THROTTLING = {"LimitExceededException", "ProvisionedThroughputExceededException", "ThrottlingException"}
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
-# How long a follower keeps trying to reconnect to PostgreSQL before it gives up.
-RECONNECT_FOR = 600.0
+APPLICATION = "podyn-fast follow"
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
 
@@ -123,7 +122,7 @@ class Follower:
     def __init__(self, cfg: FollowConfig, stop: threading.Event | None = None) -> None:
         self.cfg = cfg
         self.stop = stop or threading.Event()
-        self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast follow")
+        self.conn = connect.connect(cfg.postgres_url, APPLICATION)
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         self.followed: dict[str, Followed] = {}
         self.last_heartbeat = 0.0
@@ -206,6 +205,8 @@ class Follower:
                     self._loop()
                     break
                 except psycopg.OperationalError as e:
+                    if not self.conn.broken:
+                        raise
                     # PostgreSQL restarted, failed over, or the network dropped: nothing uncommitted
                     # counts, so reconnect and carry on from the checkpoints.
                     self._reconnect(e)
@@ -242,24 +243,9 @@ class Follower:
                 self._stop(f, str(gap))
 
     def _reconnect(self, error: psycopg.OperationalError) -> None:
-        """A new connection, with backoff, for up to RECONNECT_FOR seconds; then the followed
-        tables again from their checkpoints (what was read but not committed is read again)."""
-        log.warning("lost the PostgreSQL connection (%s); reconnecting", " ".join(str(error).split()))
-        with contextlib.suppress(psycopg.Error):
-            self.conn.close()
-        started, delay = time.monotonic(), 0.5
-        while True:
-            if self.stop.wait(delay):
-                raise error
-            try:
-                self.conn = psycopg.connect(
-                    self.cfg.postgres_url, autocommit=True, application_name="podyn-fast follow"
-                )
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() - started > RECONNECT_FOR:
-                    raise error from None
-                delay = min(delay * 2, 10.0)
+        """A new connection (see connect.reconnect), then the followed tables again from their
+        checkpoints: what was read but not committed is read again."""
+        self.conn = connect.reconnect(self.conn, error, self.cfg.postgres_url, APPLICATION, self.stop)
         before = dict(self.followed)
         self.followed = {name: f for name, f in before.items() if f.stopped is not None}
         active = [name for name, f in before.items() if f.stopped is None]
@@ -267,7 +253,7 @@ class Follower:
             self.start(active)
         for name, f in self.followed.items():
             f.applied = before[name].applied
-        log.warning("reconnected to PostgreSQL; following again from the checkpoints")
+        log.warning("following again from the checkpoints")
 
     def _heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()

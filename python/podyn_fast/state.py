@@ -387,7 +387,8 @@ def claim(
     conn: psycopg.Connection[Any], schema: str, tables: Sequence[str], owner: str, lease_seconds: float
 ) -> Claim | None:
     """Lease the next segment that is not done and not held (or whose lease expired, or whose
-    holder on this host is gone). None when every segment is done or held."""
+    holder on this host is gone, or that ``owner`` holds already: a loader that lost its
+    connection mid-segment takes it up again). None when every segment is done or held."""
     dead = _dead_local_owners(conn, schema, tables)
     with conn.transaction():
         row = conn.execute(
@@ -395,7 +396,7 @@ def claim(
                 "UPDATE {seg} s SET owner = %(owner)s, lease_until = now() + %(lease)s * interval '1 second'"
                 " FROM (SELECT table_name, segment FROM {seg}"
                 "       WHERE table_name = ANY(%(tables)s) AND NOT done"
-                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(dead)s))"
+                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(dead)s) OR owner = %(owner)s)"
                 "       ORDER BY array_position(%(tables)s, table_name), segment"
                 "       LIMIT 1 FOR UPDATE SKIP LOCKED) pick"
                 " WHERE s.table_name = pick.table_name AND s.segment = pick.segment"

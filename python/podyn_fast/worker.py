@@ -29,6 +29,7 @@ from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
 from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import BodyError, PodynError, Transient
+from podyn_fast.postgres import connect
 from podyn_fast.postgres.copy import copy_statement
 
 # Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
@@ -39,6 +40,7 @@ MAX_THROTTLED_SECONDS = 600.0
 MAX_FAILING_SECONDS = 120.0
 
 log = logging.getLogger("podyn_fast")
+APPLICATION = "podyn-fast migrate"
 # Unreadable answers (invalid JSON, cut short) for the same page before giving up.
 MAX_UNREADABLE = 5
 # Pages read ahead of the COPY: enough to hide a network round trip, few enough to bound memory.
@@ -235,7 +237,7 @@ class Loader:
 
     def __init__(self, cfg: MigrateConfig) -> None:
         self.cfg = cfg
-        self.conn = psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast migrate")
+        self.conn = connect.connect(cfg.postgres_url, APPLICATION)
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         # The modules and botocore's service model live as long as the process: keep the cyclic
         # collector from walking them again on every full collection.
@@ -250,7 +252,18 @@ class Loader:
         self.conn.close()
 
     def run(self, tables: list[str]) -> WorkerResult:
-        """Load segments of ``tables`` until none is left to claim."""
+        """Load segments of ``tables`` until none is left to claim; after a lost connection
+        (PostgreSQL restarted, failed over, the network dropped), reconnect and go on."""
+        while True:
+            try:
+                return self._run(tables)
+            except psycopg.OperationalError as e:
+                if not self.conn.broken:
+                    raise
+                # The segment's open transaction is gone with the connection: nothing half-done stays.
+                self.conn = connect.reconnect(self.conn, e, self.cfg.postgres_url, APPLICATION)
+
+    def _run(self, tables: list[str]) -> WorkerResult:
         schema = self.cfg.state_schema
         while (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None:
             try:
@@ -259,6 +272,8 @@ class Loader:
             except LeaseLost:
                 self.result.leases_lost += 1
             except BaseException as e:
+                if isinstance(e, psycopg.OperationalError) and self.conn.broken:
+                    raise  # the lease is ours to take up again once reconnected
                 # Keep the first error: releasing fails too when the connection is what broke.
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
