@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,7 +345,8 @@ def _show_progress(
                 last_line = time.monotonic()
             if finished:
                 return
-            time.sleep(min(0.5, cfg.progress_every))
+            # Back as soon as the workers are done (or one failed), not at the next tick.
+            wait(futures, timeout=min(0.5, cfg.progress_every), return_when=FIRST_EXCEPTION)
 
 
 def _progress_line(
