@@ -40,6 +40,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# Help panels, so that a long option list reads by concern.
+SOURCE, TARGET, LOAD, PODYN = "DynamoDB (the source)", "PostgreSQL (the target)", "Loading", "Podyn's steps"
+
 # Options shared by the commands, declared once.
 PostgresUrl = Annotated[
     str | None,
@@ -49,15 +52,21 @@ PostgresUrl = Annotated[
         "--postgres-jdbc-url",
         help="PostgreSQL URL (libpq or jdbc:postgresql://); else PODYN_POSTGRES_URL or DATABASE_URL.",
         show_default=False,
+        rich_help_panel=TARGET,
     ),
 ]
-StateSchema = Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.")]
+StateSchema = Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast's own state.", rich_help_panel=TARGET)]
 ColumnLimit = Annotated[
-    int, typer.Option(help="Columns per table before further attributes go to an overflow jsonb column.")
+    int,
+    typer.Option(
+        help="Columns per table before further attributes go to an overflow jsonb column.", rich_help_panel=TARGET
+    ),
 ]
-Region = Annotated[str | None, typer.Option(help="AWS region; default from the AWS configuration.")]
-EndpointUrl = Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).")]
-Profile = Annotated[str | None, typer.Option(help="AWS profile.")]
+Region = Annotated[
+    str | None, typer.Option(help="AWS region; default from the AWS configuration.", rich_help_panel=SOURCE)
+]
+EndpointUrl = Annotated[str | None, typer.Option(help="DynamoDB endpoint (a local emulator).", rich_help_panel=SOURCE)]
+Profile = Annotated[str | None, typer.Option(help="AWS profile.", rich_help_panel=SOURCE)]
 
 
 class _Settings:
@@ -149,13 +158,19 @@ def _tables(values: list[str] | None) -> tuple[str, ...]:
 def migrate(
     postgres: PostgresUrl = None,
     table: Annotated[
-        list[str] | None, typer.Option("--table", "-t", help="DynamoDB table (repeat, or a,b); default: all.")
+        list[str] | None,
+        typer.Option("--table", "-t", help="DynamoDB table (repeat, or a,b); default: all.", rich_help_panel=SOURCE),
     ] = None,
     segments: Annotated[
         int | None,
-        typer.Option(help="Parallel scan segments per table (fixed at a table's first run); default from its size."),
+        typer.Option(
+            help="Parallel scan segments per table (fixed at a table's first run); default from its size.",
+            rich_help_panel=SOURCE,
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Loader processes, each with one PostgreSQL connection.")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="Loader processes, each with one PostgreSQL connection.", rich_help_panel=LOAD)
+    ] = 2,
     pg_connections: Annotated[
         int | None,
         typer.Option(
@@ -163,51 +178,93 @@ def migrate(
             "-n",
             "--num-connections",
             help="At most this many PostgreSQL connections (caps --workers).",
+            rich_help_panel=LOAD,
         ),
     ] = None,
     scan_rate: Annotated[
         float | None,
-        typer.Option("--scan-rate", "-r", help="Read capacity units per second per table, for all workers and hosts."),
+        typer.Option(
+            "--scan-rate",
+            "-r",
+            help="Read capacity units per second per table, for all workers and hosts.",
+            rich_help_panel=SOURCE,
+        ),
     ] = None,
-    consistent_read: Annotated[bool, typer.Option(help="Strongly consistent reads (twice the capacity).")] = False,
+    consistent_read: Annotated[
+        bool, typer.Option(help="Strongly consistent reads (twice the capacity).", rich_help_panel=SOURCE)
+    ] = False,
     mode: Annotated[
-        str, typer.Option("--conversion-mode", "-m", help="columns: a column per attribute; jsonb: keys + data jsonb.")
+        str,
+        typer.Option(
+            "--conversion-mode",
+            "-m",
+            help="columns: a column per attribute; jsonb: keys + data jsonb.",
+            rich_help_panel=TARGET,
+        ),
     ] = "columns",
     lower_case: Annotated[
-        bool, typer.Option("--lower-case-column-names", "-lc", help="Lower-case column names.")
+        bool, typer.Option("--lower-case-column-names", "-lc", help="Lower-case column names.", rich_help_panel=TARGET)
     ] = False,
-    target_schema: Annotated[str, typer.Option(help="PostgreSQL schema of the tables.")] = "public",
+    target_schema: Annotated[
+        str, typer.Option(help="PostgreSQL schema of the tables.", rich_help_panel=TARGET)
+    ] = "public",
     state_schema: StateSchema = "podyn",
     defer_primary_key: Annotated[
-        bool, typer.Option(help="Add the primary key after the load (fastest for very large tables).")
+        bool,
+        typer.Option(
+            help="Add the primary key after the load (fastest for very large tables).", rich_help_panel=TARGET
+        ),
     ] = False,
     column_limit: ColumnLimit = 1500,
     batch_mb: Annotated[
-        float, typer.Option(help="MB of rows per transaction (each commits the segment's position with its rows).")
+        float,
+        typer.Option(
+            help="MB of rows per transaction (each commits the segment's position with its rows).", rich_help_panel=LOAD
+        ),
     ] = 16.0,
     region: Region = None,
     endpoint_url: EndpointUrl = None,
     profile: Profile = None,
-    progress: Annotated[bool, typer.Option(help="Show progress (bars on a terminal, else lines).")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress (bars on a terminal, else lines).", rich_help_panel=LOAD)
+    ] = True,
     progress_every: Annotated[
-        float, typer.Option(help="Seconds between progress lines when not on a terminal (and JSON records).")
+        float,
+        typer.Option(
+            help="Seconds between progress lines when not on a terminal (and JSON records).", rich_help_panel=LOAD
+        ),
     ] = 10.0,
     follow: Annotated[
         bool,
-        typer.Option("--follow", help="Capture stream changes from the start of the load, then keep applying them."),
+        typer.Option(
+            "--follow",
+            help="Capture stream changes from the start of the load, then keep applying them.",
+            rich_help_panel=LOAD,
+        ),
     ] = False,
     exit_when_idle: Annotated[
-        float | None, typer.Option(help="With --follow: exit once every shard has been idle this many seconds.")
+        float | None,
+        typer.Option(
+            help="With --follow: exit once every shard has been idle this many seconds.", rich_help_panel=LOAD
+        ),
     ] = None,
     citus: Annotated[
-        bool, typer.Option("--citus", "-x", help="Distribute each table by its partition key (Citus).")
+        bool,
+        typer.Option(
+            "--citus", "-x", help="Distribute each table by its partition key (Citus).", rich_help_panel=TARGET
+        ),
     ] = False,
     only_schema: Annotated[
-        bool, typer.Option("--schema", "-s", help="Podyn's -s: create the tables (alone: nothing else).")
+        bool,
+        typer.Option(
+            "--schema", "-s", help="Podyn's -s: create the tables (alone: nothing else).", rich_help_panel=PODYN
+        ),
     ] = False,
-    data: Annotated[bool, typer.Option("--data", "-d", help="Podyn's -d: load the data.")] = False,
+    data: Annotated[
+        bool, typer.Option("--data", "-d", help="Podyn's -d: load the data.", rich_help_panel=PODYN)
+    ] = False,
     changes: Annotated[
-        bool, typer.Option("--changes", "-c", help="Podyn's -c: then apply changes (--follow).")
+        bool, typer.Option("--changes", "-c", help="Podyn's -c: then apply changes (--follow).", rich_help_panel=PODYN)
     ] = False,
 ) -> None:
     """Create the tables in PostgreSQL and bulk-load them by parallel scan, resumably.
