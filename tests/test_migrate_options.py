@@ -16,9 +16,10 @@ import pytest
 from psycopg import sql
 
 from podyn_fast import state
+from podyn_fast.dynamo.raw import RawDynamo
 from tests import reference
 from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT
-from tests.servers.scan import ScanServer, all_types_item, typical_item
+from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item
 
 EXE = str(Path(sys.executable).parent / "podyn-fast")
 
@@ -98,3 +99,60 @@ def test_scan_rate_paces_the_reads(pg_dsn: str, fast_dynamo: ScanServer, schemas
     # Each worker reads at 250 units/s and waits before its next request for what its last page
     # cost, so only each worker's first page (≈ 130 units) is free: the rest goes at 500 units/s.
     assert elapsed >= (capacity - 2 * 130) / 500, (elapsed, capacity)
+
+
+def _page_two_keys(server: ScanServer) -> set[tuple[str, str]]:
+    """Keys from the middle of the second Scan page of ``fresh0`` (one segment), away from its edges."""
+    dynamo = RawDynamo(region="us-east-1", endpoint_url=server.endpoint)
+    first = orjson.loads(dynamo.scan_page("fresh0", segment=0, total_segments=1))
+    second = orjson.loads(
+        dynamo.scan_page(
+            "fresh0", segment=0, total_segments=1, exclusive_start_key=orjson.dumps(first["LastEvaluatedKey"])
+        )
+    )
+    return {(i["pk"]["S"], i["sk"]["N"]) for i in second["Items"][200:-200]}
+
+
+def test_a_new_attribute_on_a_transactions_first_page_never_moves_the_position_back(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    # One segment, one page per transaction, and an attribute that first appears on the second
+    # page: that transaction commits its lease renewal before any row, and the checkpoint must keep
+    # the position the first page committed (once, it wrote the lease's starting one back).
+    fast_dynamo.add_table(TableSpec("fresh0", TYPICAL_KEYS, typical_item, 6000))
+    keys = _page_two_keys(fast_dynamo)
+
+    def fresh(i: int) -> bytes:
+        item = orjson.loads(typical_item(i))
+        if (item["pk"]["S"], item["sk"]["N"]) in keys:
+            item["fresh"] = {"S": f"new {i}"}
+        return orjson.dumps(item)
+
+    fast_dynamo.add_table(TableSpec("fresh", TYPICAL_KEYS, fresh, 6000))
+    args = ("--table", "fresh", "--segments", "1", "--workers", "1", "--batch-mb", "1")
+    created = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, *args, "-s")
+    assert created.returncode == 0, created.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {log} (old_key bytea, new_key bytea, done boolean);"
+                " CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN INSERT INTO {log} VALUES (OLD.last_key, NEW.last_key, NEW.done); RETURN NEW; END $$;"
+                " CREATE TRIGGER positions BEFORE UPDATE OF last_key ON {seg} FOR EACH ROW EXECUTE FUNCTION {fn}()"
+            ).format(
+                log=sql.Identifier(schemas[1], "positions"),
+                fn=sql.Identifier(schemas[1], "log_position"),
+                seg=sql.Identifier(schemas[1], "segments"),
+            )
+        )
+    done = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, *args, "-d")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        moves = conn.execute(
+            sql.SQL("SELECT old_key, new_key, done FROM {}").format(sql.Identifier(schemas[1], "positions"))
+        ).fetchall()
+        # A checkpoint that kept its position: the transaction that met the new attribute first.
+        assert any(a is not None and a == b for a, b, _ in moves), moves
+        # Once a position is committed, no checkpoint but the last (done) goes back to the start.
+        assert not [m for m in moves if m[0] is not None and m[1] is None and not m[2]], moves
+        _check(conn, schemas, "fresh", [orjson.loads(fresh(i)) for i in range(6000)])

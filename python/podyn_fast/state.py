@@ -414,6 +414,7 @@ def checkpoint(
     schema: str,
     held: Claim,
     *,
+    previous_key: bytes | None,
     last_key: bytes | None,
     done: bool,
     items: int,
@@ -424,8 +425,10 @@ def checkpoint(
     capacity: float,
     lease_seconds: float,
 ) -> bool:
-    """Move the segment's position, inside the caller's transaction (the one holding the rows).
-    False when the lease was lost to another worker: the caller must roll back."""
+    """Move the segment's position from ``previous_key`` to ``last_key``, inside the caller's
+    transaction (the one holding the rows). False when the lease was lost to another worker, or
+    the position is not where this worker left it (an earlier connection of its own committed after
+    all): the caller must roll back."""
     cur = conn.execute(
         sql.SQL(
             "UPDATE {} SET last_key = %s, done = %s, items = items + %s, rejects = rejects + %s,"
@@ -433,6 +436,7 @@ def checkpoint(
             " lease_until = CASE WHEN %s THEN NULL ELSE now() + %s * interval '1 second' END,"
             " owner = CASE WHEN %s THEN NULL ELSE owner END"
             " WHERE table_name = %s AND segment = %s AND owner = %s AND NOT done"
+            " AND last_key IS NOT DISTINCT FROM %s"
         ).format(_q(schema, "segments")),
         [
             last_key,
@@ -449,6 +453,7 @@ def checkpoint(
             held.table_name,
             held.segment,
             held.owner,
+            previous_key,
         ],
     )
     return cur.rowcount == 1

@@ -310,8 +310,10 @@ class Loader:
         try:
             pending: Page | None = None
             done = False
+            # The position committed last: each transaction moves it on, and only from there.
+            position = held.last_key
             while not done:
-                done, pending, unknown = self._transaction(held, table, reader, pending)
+                done, pending, unknown, position = self._transaction(held, table, reader, pending, position)
                 if unknown:
                     table = self._add_columns(table, unknown)
                     reader.layout = self.layouts[held.table_name]
@@ -320,15 +322,22 @@ class Loader:
             reader.stop()
 
     def _transaction(
-        self, held: state.Claim, table: state.TableState, reader: SegmentReader, pending: Page | None
-    ) -> tuple[bool, Page | None, tuple[tuple[str, str], ...]]:
-        """One transaction: pages' rows, their rejects, and the segment's new position.
+        self,
+        held: state.Claim,
+        table: state.TableState,
+        reader: SegmentReader,
+        pending: Page | None,
+        position: bytes | None,
+    ) -> tuple[bool, Page | None, tuple[tuple[str, str], ...], bytes | None]:
+        """One transaction: pages' rows, their rejects, and the segment's new position (from
+        ``position``, the one committed last).
 
-        Returns (segment done, a page left for the next transaction, attributes to add first).
+        Returns (segment done, a page left for the next transaction, attributes to add first, the
+        position now committed).
         """
         layout = self.layouts[held.table_name]
         schema = self.cfg.state_schema
-        last_key = held.last_key
+        last_key = position
         done = False
         unknown: tuple[tuple[str, str], ...] = ()
         rejects: list[Reject] = []
@@ -372,6 +381,7 @@ class Loader:
                 self.conn,
                 schema,
                 held,
+                previous_key=position,
                 last_key=last_key,
                 done=done,
                 items=items,
@@ -387,7 +397,7 @@ class Loader:
         self.result.items += items
         self.result.rejects += len(rejects)
         self.result.bytes += nbytes
-        return done, pending, unknown
+        return done, pending, unknown, last_key
 
     def _add_columns(self, table: state.TableState, unknown: tuple[tuple[str, str], ...]) -> state.TableState:
         """Register and add columns, then use the layout that has them."""
