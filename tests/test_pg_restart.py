@@ -6,7 +6,10 @@ process, ending exact.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -141,3 +144,96 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
         assert found is not None
         layout = state.layout(conn, state_schema, found)
         reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Tbl").values()))
+
+
+class DroppingProxy:
+    """A TCP proxy to PostgreSQL that can drop its clients' side of every connection while keeping
+    the server's side open: the client sees a dead network, the server a live, idle session."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.kept: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self.pairs.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def drop(self) -> None:
+        """Reset every client connection; the server sockets stay open (and silent)."""
+        pairs, self.pairs = self.pairs, []
+        for client, server in pairs:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            self.kept.append(server)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.kept:
+            s.close()
+
+
+def test_follow_ends_the_session_a_network_drop_left_behind(
+    own_pg: EmbeddedPostgres, streams_server: StreamsServer
+) -> None:
+    # The follower's table lock lives in its session: after a drop that the server does not see,
+    # the reconnected follower must end its old session, or wait hours for TCP to notice.
+    proxy = DroppingProxy(own_pg.port)
+    dsn = own_pg.dsn
+    via_proxy = dsn.replace(f":{own_pg.port}/", f":{proxy.port}/")
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"n_{tag}", f"n_{tag}_state"
+    server = streams_server
+    server.create_table("Net", KEYS, view_type="NEW_AND_OLD_IMAGES", shards=2)
+    for i in range(100):
+        server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "0"}, "v": {"N": str(i)}})
+    common = ["--endpoint-url", server.endpoint, "--region", "us-east-1", "--state-schema", state_schema]
+    migrate = [PODYN, "migrate", "--postgres-url", dsn, *common, "--target-schema", target, "--no-progress"]
+    assert subprocess.run(migrate, capture_output=True, text=True, timeout=120, check=False).returncode == 0
+    follow = [PODYN, "follow", "--postgres-url", via_proxy, *common, "--exit-when-idle", "3"]
+    proc = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for i in range(200):
+            server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "1"}, "v": {"N": str(i)}})
+
+        def applying() -> bool:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(state_schema))
+                ).fetchone()
+                return (row is not None and row[0] > 0) or proc.poll() is not None
+
+        _wait_until(applying)
+        assert proc.poll() is None, "finished before the drop"
+        proxy.drop()
+        for i in range(200):
+            server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "2"}, "v": {"N": str(i)}})
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proxy.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "ending the previous session" in stderr and "reconnected to PostgreSQL" in stderr, stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = state.get_table(conn, state_schema, "Net")
+        assert found is not None
+        layout = state.layout(conn, state_schema, found)
+        reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Net").values()))
