@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from podyn_fast import state
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
@@ -122,3 +123,23 @@ def test_a_followed_table(migrate: Migrator, dynamodb: Any) -> None:
     assert t["lag_seconds"] == 0.0
     assert t["follower_seen_seconds_ago"] is not None and t["follower_seen_seconds_ago"] < 30
     assert t["shards_open"] >= 1
+
+
+def test_an_older_state_schema_gains_the_new_columns(pg_dsn: str, schemas: tuple[str, str]) -> None:
+    # A load started by an earlier version goes on after an upgrade: its state schema lacks the
+    # columns added since, and the first run of the new version adds them.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        state.ensure_schema(conn, schemas[1])
+        tables = sql.Identifier(schemas[1], "tables")
+        for column in ("last_error", "last_error_at", "follow_lag", "follow_heartbeat"):
+            conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(tables, sql.Identifier(column)))
+        state.ensure_schema(conn, schemas[1])
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'tables'",
+                [schemas[1]],
+            )
+        }
+        assert {"last_error", "last_error_at", "follow_lag", "follow_heartbeat"} <= columns
+    assert status_json(pg_dsn, schemas[1]) == {}

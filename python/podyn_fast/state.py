@@ -129,6 +129,38 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                     changes=_q(schema, "changes"),
                 )
             )
+        _upgrade(conn, schema)
+
+
+# Columns later versions added to a state table, for state schemas an earlier one created: a load
+# or a follower started before an upgrade goes on after it.
+_ADDED_COLUMNS = {
+    "tables": {
+        "last_error": "text",
+        "last_error_at": "timestamptz",
+        "follow_lag": "double precision",
+        "follow_heartbeat": "timestamptz",
+    },
+}
+
+
+def _upgrade(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Add what is missing only: an ALTER would lock the table even when it changes nothing."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                [schema, table],
+            )
+        }
+        for column, ty in columns.items():
+            if column not in present:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        _q(schema, table), sql.Identifier(column), sql.SQL(ty)
+                    )
+                )
 
 
 @dataclass(frozen=True)
