@@ -7,6 +7,7 @@ table's row count at that moment included) and puts a probe on the table that re
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from tests.fix_dynamo import REGION
 from tests.fix_pg import CITUS_DSN
 from tests.moto_migrate import (
+    PODYN,
     Migrator,
     assert_ok,
     check_loaded,
@@ -141,3 +144,30 @@ def test_citus_dry_run_distributes_after_create(migrate: Migrator, dynamodb: Any
     create, distribute, copy = out.index("CREATE TABLE"), out.index("create_distributed_table"), out.index("COPY")
     assert create < distribute < copy, out
     assert f"""create_distributed_table('"{migrate.target}"."orders"'::regclass, 'Id')""" in out
+
+
+@pytest.mark.usefixtures("citus_stand_in")
+def test_citus_follow_applies_with_one_connection_per_node(
+    migrate: Migrator, dynamodb: Any, pg: psycopg.Connection[TupleRow]
+) -> None:
+    create_table(dynamodb, "orders", [("Id", "S"), ("Sort", "N")])
+    dynamodb.update_table(
+        TableName="orders", StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    )
+    put_items(dynamodb, "orders", _items(20))
+    assert_ok(migrate("-x"))
+    loaded = pg.execute("SELECT count(*) FROM public.citus_copies").fetchone()
+    dynamodb.delete_item(TableName="orders", Key={"Id": {"S": "k3"}, "Sort": {"N": "3"}})
+    put_items(dynamodb, "orders", [{"Id": {"S": "new"}, "Sort": {"N": "1"}, "Name": {"S": "n"}}])
+    follow = [
+        PODYN, "follow", "--postgres-url", migrate.dsn, "--endpoint-url", migrate.endpoint, "--region", REGION,
+        "--state-schema", migrate.state, "--exit-when-idle", "1",
+    ]  # fmt: skip
+    done = subprocess.run(follow, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    # The stand-in's probe saw the follower's upserts too, each with one connection per node.
+    after = pg.execute("SELECT count(*), array_agg(DISTINCT pool_size) FROM public.citus_copies").fetchone()
+    assert loaded is not None and after is not None
+    assert after[0] > loaded[0] and after[1] == ["1"], after
+    rows = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(migrate.target, "orders"))).fetchone()
+    assert rows == (20,)

@@ -28,7 +28,7 @@ from podyn_fast._core import Layout, StreamBatch
 from podyn_fast.config import AwsConfig
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import PodynError, Terminal
-from podyn_fast.postgres import apply, connect
+from podyn_fast.postgres import apply, citus, connect
 
 log = logging.getLogger("podyn_fast")
 
@@ -126,6 +126,7 @@ class Follower:
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         self.followed: dict[str, Followed] = {}
         self.last_heartbeat = 0.0
+        self.citus = False
         self.on_batch: Callable[[Followed], None] | None = None
 
     def close(self) -> None:
@@ -137,6 +138,7 @@ class Follower:
         """Lock, check and load the tables to follow (``only`` these, when given)."""
         schema = self.cfg.state_schema
         state.ensure_schema(self.conn, schema)
+        self.citus = citus.installed(self.conn)
         names = list(only if only is not None else self.cfg.tables) or [
             r[0]
             for r in self.conn.execute(
@@ -433,6 +435,8 @@ class Follower:
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
             t = f.table
+            if self.citus:
+                citus.one_connection_per_node(cur)
             apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
             for b in batches:
                 state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)
@@ -503,6 +507,8 @@ class Follower:
             batches = self._prepare(f, bytes(body))
             with self.conn.transaction(), self.conn.cursor() as cur:
                 t = f.table
+                if self.citus:
+                    citus.one_connection_per_node(cur)
                 apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
                 for b in batches:
                     state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)

@@ -29,7 +29,7 @@ from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
 from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from podyn_fast.errors import BodyError, PodynError, Transient
-from podyn_fast.postgres import connect
+from podyn_fast.postgres import citus, connect
 from podyn_fast.postgres.copy import copy_statement
 
 # Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
@@ -346,9 +346,7 @@ class Loader:
         started = time.monotonic()
         with self.conn.transaction(), self.conn.cursor() as cur:
             if self.cfg.citus:
-                # A distributed COPY opens a connection per shard by default: with many workers,
-                # more than the Citus workers allow. One per worker node is enough to stream.
-                cur.execute("SET LOCAL citus.max_adaptive_executor_pool_size = 1")
+                citus.one_connection_per_node(cur)
             stmt = copy_statement(table.target_schema, table.target_table, layout.column_names)
             with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(COPY_HEADER)
