@@ -4,7 +4,8 @@ Scan and Streams servers), and the `migrate` runner on moto (moto_migrate)."""
 pytest_plugins = [
     "tests.fix_pg",
     "tests.fix_dynamo",
+    # Before fix_scan_server, which imports it (a plugin imported first is not assertion-rewritten).
+    "tests.moto_migrate",
     "tests.fix_scan_server",
     "tests.fix_streams_server",
-    "tests.moto_migrate",
 ]

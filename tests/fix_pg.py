@@ -61,3 +61,15 @@ def pg(pg_dsn: str, pg_schema: str) -> Iterator[psycopg.Connection[TupleRow]]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
         yield conn
+
+
+@pytest.fixture
+def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
+    """A target schema and a state schema of this test's own, for `podyn-fast migrate` to create;
+    dropped with everything in them afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"m_{tag}", f"m_{tag}_state"
+    yield target, state_schema
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for name in (target, state_schema):
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.moto_migrate import PODYN
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item
 
 TYPICAL = "typical"
@@ -54,3 +55,11 @@ def fast_dynamo(scan_server: ScanServer) -> Iterator[ScanServer]:
         scan_server.reset_faults()
         for name in set(scan_server.table_names()) - tables:
             scan_server.remove_table(name)
+
+
+def migrate_cmd(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> list[str]:
+    """`podyn-fast migrate` from the Scan server at ``endpoint`` into ``schemas`` (target, state)."""
+    return [
+        PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
+        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
+    ]  # fmt: skip

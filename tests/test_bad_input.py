@@ -9,40 +9,23 @@ import base64
 import json
 import re
 import subprocess
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 from psycopg import sql
 
 from podyn_fast import state
 from tests import reference
-from tests.moto_migrate import PODYN
+from tests.fix_scan_server import migrate_cmd
 from tests.servers.scan import ScanServer, TableSpec, _key_part
 from tests.test_edge_corpus import CORPUS, _parts
 
 KEYS = (("pk", "S"), ("sk", "N"))
 
 
-@pytest.fixture
-def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:8]
-    target, state_schema = f"b_{tag}", f"b_{tag}_state"
-    yield target, state_schema
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for s in (target, state_schema):
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
-
-
 def _migrate(dsn: str, server: ScanServer, schemas: tuple[str, str], table: str, *args: str) -> Any:
-    cmd = [
-        PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", server.endpoint, "--region", "us-east-1",
-        "--table", table, "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress",
-        "--segments", "4", *args,
-    ]  # fmt: skip
+    cmd = migrate_cmd(dsn, server.endpoint, schemas, "--table", table, "--segments", "4", *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
 
 

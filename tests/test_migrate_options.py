@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-import pytest
 from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast.dynamo.raw import RawDynamo
 from tests import reference
-from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT
+from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item
-
-EXE = str(Path(sys.executable).parent / "podyn-fast")
-
-
-@pytest.fixture
-def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:8]
-    target, state_schema = f"o_{tag}", f"o_{tag}_state"
-    yield target, state_schema
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for s in (target, state_schema):
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
 
 
 def _migrate(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        EXE, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
-        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        migrate_cmd(dsn, endpoint, schemas, *args), capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _check(conn: psycopg.Connection[Any], schemas: tuple[str, str], table: str, items: list[Any]) -> None:

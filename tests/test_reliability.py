@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -20,26 +19,9 @@ from benches.procs import PeakRss
 from podyn_fast import state
 from tests import reference
 from tests.fix_dynamo import REGION
-from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
+from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
-
-
-@pytest.fixture
-def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:8]
-    target, state_schema = f"r_{tag}", f"r_{tag}_state"
-    yield target, state_schema
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for s in (target, state_schema):
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
-
-
-def _cmd(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> list[str]:
-    return [
-        PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
-        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
-    ]  # fmt: skip
 
 
 def _committed(dsn: str, state_schema: str, table: str) -> int:
@@ -61,7 +43,7 @@ def _exact(dsn: str, schemas: tuple[str, str], table: str, count: int) -> None:
 
 def test_source_stalls_for_30_seconds(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
     fast_dynamo.latency = 0.02
-    cmd = _cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--segments", "8")
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--segments", "8")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -83,7 +65,7 @@ def test_source_stalls_for_30_seconds(pg_dsn: str, fast_dynamo: ScanServer, sche
 def test_answers_cut_short_are_asked_again(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
     fast_dynamo.bad_body_rate = 0.3
     served = fast_dynamo.bad_bodies_served
-    cmd = _cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--segments", "16")
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--segments", "16")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     # The fault generator is seeded: with 16 segments, several of the ~25 answers are cut short.
@@ -96,7 +78,7 @@ def test_a_source_that_only_answers_garbage_stops_with_a_message(
     pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
 ) -> None:
     fast_dynamo.bad_body_rate = 1.0
-    cmd = _cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--segments", "2")
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--segments", "2")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1
     message = " ".join(done.stderr.split())
@@ -206,7 +188,7 @@ def test_tls_settings_reach_libpq(migrate: Migrator, pg_dsn: str) -> None:
 
 
 def _worker_peak_mib(dsn: str, server: ScanServer, table: str, schemas: tuple[str, str]) -> float:
-    cmd = _cmd(dsn, server.endpoint, schemas, "--table", table, "--workers", "2", "--segments", "8")
+    cmd = migrate_cmd(dsn, server.endpoint, schemas, "--table", table, "--workers", "2", "--segments", "8")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with PeakRss(proc.pid) as rss:
         _, stderr = proc.communicate(timeout=600)

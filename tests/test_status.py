@@ -6,35 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from podyn_fast import state
-from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
+from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
-
-
-@pytest.fixture
-def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:8]
-    target, state_schema = f"st_{tag}", f"st_{tag}_state"
-    yield target, state_schema
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for s in (target, state_schema):
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
-
-
-def _migrate_cmd(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> list[str]:
-    return [
-        PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
-        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
-    ]  # fmt: skip
 
 
 def status(dsn: str, state_schema: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +29,7 @@ def status_json(dsn: str, state_schema: str, *args: str) -> dict[str, dict[str, 
 
 
 def test_a_finished_load(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
-    cmd = _migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--segments", "8")
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--segments", "8")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     t = status_json(pg_dsn, schemas[1])[TYPICAL]
@@ -69,7 +49,7 @@ def test_a_finished_load(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[st
 def test_a_load_that_failed(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
     fast_dynamo.add_table(TableSpec("vanishing", TYPICAL_KEYS, typical_item, 30_000))
     fast_dynamo.latency = 0.05
-    cmd = _migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", "vanishing", "--segments", "4")
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", "vanishing", "--segments", "4")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Once some rows are committed, the table disappears from DynamoDB under the load.
