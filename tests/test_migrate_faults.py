@@ -238,7 +238,9 @@ def test_two_migrates_at_once(pg_dsn: str, big_table: ScanServer, golden: Run) -
     try:
         procs = [run.start(), run.start()]
         outs = [p.communicate(timeout=300) for p in procs]
+        # Both end when the whole table is loaded: the one that runs out of segments first waits.
         assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+        assert all("│ loaded │" in err for _, err in outs), [err for _, err in outs]
         _same_as_golden(pg_dsn, run, golden)
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             owners = conn.execute(
@@ -248,6 +250,31 @@ def test_two_migrates_at_once(pg_dsn: str, big_table: ScanServer, golden: Run) -
             ).fetchone()
             assert owners == (0,)
     finally:
+        run.drop()
+
+
+def test_the_survivor_of_two_migrates_finishes_the_load(pg_dsn: str, big_table: ScanServer, golden: Run) -> None:
+    # Two migrates share the load; one is killed with its workers once both have committed: the
+    # other takes its segments over (their holders are dead) and ends with the whole table.
+    run = Run(pg_dsn, big_table.endpoint)
+    big_table.latency = 0.01
+    try:
+        first, second = run.start(), run.start()
+        deadline = time.monotonic() + 60
+        while _committed(run) < ITEMS // 4 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.02)
+        workers = _workers_of(first.pid)
+        assert first.poll() is None, "finished before the kill"
+        for pid in [first.pid, *workers]:
+            os.kill(pid, signal.SIGKILL)
+        first.communicate(timeout=60)
+        _, stderr = second.communicate(timeout=300)
+        assert second.returncode == 0, stderr
+        assert "│ loaded │" in stderr, stderr
+        big_table.reset_faults()
+        _same_as_golden(pg_dsn, run, golden)
+    finally:
+        big_table.reset_faults()
         run.drop()
 
 

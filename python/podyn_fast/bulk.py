@@ -227,10 +227,12 @@ def run(
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
         started = time.monotonic()
         todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}
-        if todo:
+        while todo:
             _load(cfg, todo, console)
             # Idle through the load: PostgreSQL may have restarted meanwhile (the workers rode it out).
             conn = connect.usable(conn, cfg.postgres_url, APPLICATION)
+            if not _wait_for_others(conn, cfg, list(todo), console):
+                break
         seconds = time.monotonic() - started
         reports = []
         for name, table in tables.items():
@@ -243,6 +245,23 @@ def run(
     finally:
         conn.close()
     return reports
+
+
+def _wait_for_others(conn: psycopg.Connection[Any], cfg: MigrateConfig, tables: list[str], console: Console) -> bool:
+    """Once our workers find nothing left to claim, wait while other migrate processes finish the
+    segments they hold. True when some became ours to load (a holder died, or its lease ran
+    out): load again; False when every segment is done."""
+    told = False
+    while True:
+        left, held = state.held_elsewhere(conn, cfg.state_schema, tables)
+        if left == 0:
+            return False
+        if held < left:
+            return True
+        if not told:
+            console.print(f"waiting for {held} segment(s) that other migrate processes are loading")
+            told = True
+        time.sleep(0.5)
 
 
 def _report(

@@ -388,6 +388,21 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def held_elsewhere(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> tuple[int, int]:
+    """(segments not done, of which nobody could claim now): the latter are leased by live
+    processes, on this host or another, whose leases have not run out."""
+    dead = _dead_local_owners(conn, schema, tables)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= now()"
+            " AND NOT owner = ANY(%s)) FROM {} WHERE table_name = ANY(%s) AND NOT done"
+        ).format(_q(schema, "segments")),
+        [dead, list(tables)],
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def _dead_local_owners(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> list[str]:
     host = socket.gethostname()
     rows = conn.execute(
