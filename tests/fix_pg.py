@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
+from podyn_fast import state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
 
 CITUS_DSN = os.environ.get("PODYN_TEST_CITUS_DSN")
@@ -73,3 +74,24 @@ def schemas(pg_dsn: str) -> Iterator[tuple[str, str]]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for name in (target, state_schema):
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def committed_items(dsn: str, state_schema: str, table: str) -> int:
+    """Items a load of ``table`` has committed so far (0 before its state schema exists)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            return state.progress(conn, state_schema, table).items
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
+def applied_records(dsn: str, state_schema: str) -> int:
+    """Stream records the followers of ``state_schema`` have committed so far."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                sql.SQL("SELECT coalesce(sum(records), 0) FROM {}").format(sql.Identifier(state_schema, "shards"))
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0

@@ -248,8 +248,8 @@ def source_items(dynamodb: Any, table: str) -> list[Item]:
 NAMES = ["v", "select", 'a"b', "with space", "dot.ted", "名前", "Mixed", "x" * 80 + "1", "x" * 80 + "2"]
 
 
-def random_value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
-    """A random typed value as boto3 takes it (B as bytes)."""
+def random_value(rng: random.Random, depth: int = 0, names: Sequence[str] = NAMES) -> dict[str, Any]:
+    """A random typed value as boto3 takes it (B as bytes); map keys from ``names``."""
     make: dict[str, Any] = {
         "S": lambda: rng.choice(STRINGS),
         "N": lambda: rng.choice(NUMBERS),
@@ -261,8 +261,8 @@ def random_value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
         "BS": lambda: [bytes([i]) * rng.randrange(1, 4) for i in rng.sample(range(256), rng.randrange(1, 4))],
     }
     if depth < 3:
-        make["L"] = lambda: [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
-        make["M"] = lambda: {rng.choice(NAMES): random_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
+        make["L"] = lambda: [random_value(rng, depth + 1, names) for _ in range(rng.randrange(0, 4))]
+        make["M"] = lambda: {rng.choice(names): random_value(rng, depth + 1, names) for _ in range(rng.randrange(0, 4))}
     kind = rng.choice(sorted(make))
     return {kind: make[kind]()}
 

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from podyn_fast import state
 from tests import reference
+from tests.fix_pg import applied_records
 from tests.moto_migrate import PODYN
 from tests.servers.streams import StreamsServer
 
@@ -126,11 +127,7 @@ def _table(server: StreamsServer, name: str, rng: random.Random, items: int = 50
 
 
 def _applied(env: Env) -> int:
-    with psycopg.connect(env.dsn, autocommit=True) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(env.state))
-        ).fetchone()
-    return int(row[0]) if row else 0
+    return applied_records(env.dsn, env.state)
 
 
 def test_splits_and_sigkill_at_random_moments(env: Env) -> None:

@@ -26,6 +26,7 @@ from psycopg import sql
 from podyn_fast import _core, state
 from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
 from tests import reference
+from tests.fix_pg import committed_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 TABLE = "big"
@@ -158,12 +159,7 @@ def _workers_of(pid: int) -> list[int]:
 
 
 def _committed(run: Run) -> int:
-    """Items the run's segments have committed so far (0 before its state schema exists)."""
-    with psycopg.connect(run.dsn, autocommit=True) as conn:
-        try:
-            return state.progress(conn, run.state, TABLE).items
-        except psycopg.errors.UndefinedTable:
-            return 0
+    return committed_items(run.dsn, run.state, TABLE)
 
 
 def _alive(pid: int) -> bool:

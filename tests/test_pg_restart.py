@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests import reference
+from tests.fix_pg import applied_records, committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
 from tests.moto_migrate import PODYN
 from tests.servers.scan import ScanServer, typical_item
@@ -37,13 +37,6 @@ KEYS = [("pk", "S"), ("sk", "N")]
 def own_pg() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres() as server:
         yield server
-
-
-def _items(conn: psycopg.Connection[Any], state_schema: str, table: str) -> int:
-    try:
-        return state.progress(conn, state_schema, table).items
-    except psycopg.errors.UndefinedTable:
-        return 0
 
 
 def _wait_until(predicate: Any, timeout: float = 60) -> None:
@@ -65,12 +58,7 @@ def test_migrate_rides_out_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: Scan
     fast_dynamo.latency = 0.02
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-
-        def committed() -> bool:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                return _items(conn, state_schema, TYPICAL) > 0 or proc.poll() is not None
-
-        _wait_until(committed)
+        _wait_until(lambda: committed_items(dsn, state_schema, TYPICAL) > 0 or proc.poll() is not None)
         assert proc.poll() is None, "finished before the restart"
         own_pg.restart(down_seconds=2)
         _, stderr = proc.communicate(timeout=120)
@@ -117,15 +105,7 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
     follow = [PODYN, "follow", *common, "--exit-when-idle", "3"]
     proc = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-
-        def applying() -> bool:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                row = conn.execute(
-                    sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(state_schema))
-                ).fetchone()
-                return (row is not None and row[0] > 0) or proc.poll() is not None
-
-        _wait_until(applying)
+        _wait_until(lambda: applied_records(dsn, state_schema) > 0 or proc.poll() is not None)
         assert proc.poll() is None, "finished before the restart"
         writer = threading.Thread(target=write, args=(2000,))
         writer.start()  # changes keep coming while PostgreSQL is down
@@ -212,14 +192,7 @@ def test_follow_ends_the_session_a_network_drop_left_behind(
         for i in range(200):
             server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "1"}, "v": {"N": str(i)}})
 
-        def applying() -> bool:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                row = conn.execute(
-                    sql.SQL("SELECT coalesce(sum(records), 0) FROM {}.shards").format(sql.Identifier(state_schema))
-                ).fetchone()
-                return (row is not None and row[0] > 0) or proc.poll() is not None
-
-        _wait_until(applying)
+        _wait_until(lambda: applied_records(dsn, state_schema) > 0 or proc.poll() is not None)
         assert proc.poll() is None, "finished before the drop"
         proxy.drop()
         for i in range(200):

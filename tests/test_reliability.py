@@ -19,17 +19,10 @@ from benches.procs import PeakRss
 from podyn_fast import state
 from tests import reference
 from tests.fix_dynamo import REGION
+from tests.fix_pg import committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
-
-
-def _committed(dsn: str, state_schema: str, table: str) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        try:
-            return state.progress(conn, state_schema, table).items
-        except psycopg.errors.UndefinedTable:
-            return 0
 
 
 def _exact(dsn: str, schemas: tuple[str, str], table: str, count: int) -> None:
@@ -47,7 +40,7 @@ def test_source_stalls_for_30_seconds(pg_dsn: str, fast_dynamo: ScanServer, sche
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while proc.poll() is None and _committed(pg_dsn, schemas[1], TYPICAL) == 0 and time.monotonic() < deadline:
+        while proc.poll() is None and committed_items(pg_dsn, schemas[1], TYPICAL) == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert proc.poll() is None, "finished before the stall"
         stalled_at = time.monotonic()
@@ -83,7 +76,7 @@ def test_a_source_that_only_answers_garbage_stops_with_a_message(
     assert done.returncode == 1
     message = " ".join(done.stderr.split())
     assert "unreadable answers in a row" in message and "Traceback" not in message, done.stderr
-    assert _committed(pg_dsn, schemas[1], TYPICAL) == 0
+    assert committed_items(pg_dsn, schemas[1], TYPICAL) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +199,7 @@ def test_worker_memory_does_not_grow_with_the_table(pg_dsn: str, fast_dynamo: Sc
         schemas = (f"mem_{uuid.uuid4().hex[:8]}", f"mem_{uuid.uuid4().hex[:8]}_state")
         try:
             peaks.append(_worker_peak_mib(pg_dsn, fast_dynamo, name, schemas))
-            assert _committed(pg_dsn, schemas[1], name) == items
+            assert committed_items(pg_dsn, schemas[1], name) == items
         finally:
             fast_dynamo.remove_table(name)  # its cached items are hundreds of MB
             with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -21,7 +21,8 @@ from podyn_fast import _core
 from podyn_fast.dynamo.raw import RawDynamo
 from tests import reference
 from tests.fix_dynamo import REGION
-from tests.reference import NUMBERS, STRINGS
+from tests.moto_migrate import random_value
+from tests.reference import STRINGS
 
 TABLE = "events"
 SEGMENTS = 4
@@ -33,25 +34,6 @@ NUL_ITEMS = 3
 NAMES = ["s", "n", "v", "select", 'a"b', "semi;colon", "dot.ted", "with space", "$1", "名前", "😀", "x" * 70]
 
 
-def _value(rng: random.Random, depth: int = 0) -> dict[str, Any]:
-    """A random typed value as boto3's low-level client takes it (B as bytes)."""
-    make = {
-        "S": lambda: rng.choice(STRINGS),
-        "N": lambda: rng.choice(NUMBERS),
-        "B": lambda: rng.randbytes(rng.randrange(0, 6)),
-        "BOOL": lambda: rng.random() < 0.5,
-        "NULL": lambda: True,
-        "SS": lambda: rng.sample([s for s in STRINGS if s], rng.randrange(1, 4)),
-        "NS": lambda: rng.sample(["1", "2.5", "-3", "1E-130", "4e2"], rng.randrange(1, 4)),
-        "BS": lambda: [bytes([i]) * rng.randrange(1, 4) for i in rng.sample(range(256), rng.randrange(1, 4))],
-    }
-    if depth < 3:
-        make["L"] = lambda: [_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
-        make["M"] = lambda: {rng.choice(NAMES): _value(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
-    kind = rng.choice(sorted(make))
-    return {kind: make[kind]()}
-
-
 def _items(rng: random.Random) -> list[dict[str, Any]]:
     items = []
     for i in range(ITEMS):
@@ -60,7 +42,7 @@ def _items(rng: random.Random) -> list[dict[str, Any]]:
         if i % 3 == 0:
             item["g"] = {"S": f"group {i % 7}"}
         for name in rng.sample(NAMES, rng.randrange(0, 6)):
-            item[name] = _value(rng)
+            item[name] = random_value(rng, names=NAMES)
         items.append(item)
     for i in range(NUL_ITEMS):
         # PostgreSQL text cannot hold U+0000: these come back as rejects, not rows.

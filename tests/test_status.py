@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from podyn_fast import state
+from tests.fix_pg import committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
@@ -54,15 +55,9 @@ def test_a_load_that_failed(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple
     try:
         # Once some rows are committed, the table disappears from DynamoDB under the load.
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            with psycopg.connect(pg_dsn, autocommit=True) as conn:
-                exists = conn.execute("SELECT to_regclass(%s)", [f"{schemas[1]}.segments"]).fetchone()
-                if exists != (None,):
-                    row = conn.execute(
-                        sql.SQL("SELECT coalesce(sum(items), 0) FROM {}.segments").format(sql.Identifier(schemas[1]))
-                    ).fetchone()
-                    if row and row[0] > 0:
-                        break
+        while (
+            time.monotonic() < deadline and proc.poll() is None and not committed_items(pg_dsn, schemas[1], "vanishing")
+        ):
             time.sleep(0.05)
         fast_dynamo.remove_table("vanishing")
         _, stderr = proc.communicate(timeout=120)
