@@ -6,20 +6,16 @@ process, ending exact.
 
 from __future__ import annotations
 
-import contextlib
 import random
-import socket
-import struct
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from podyn_fast import state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
@@ -27,6 +23,8 @@ from tests import reference
 from tests.fix_pg import applied_records, committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
 from tests.moto_migrate import PODYN
+from tests.proc import running
+from tests.servers.pg_proxy import KINDS, POINTS, PgProxy
 from tests.servers.scan import ScanServer, typical_item
 from tests.servers.streams import StreamsServer
 
@@ -39,13 +37,6 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
         yield server
 
 
-def _wait_until(predicate: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_migrate_rides_out_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: ScanServer) -> None:
     dsn = own_pg.dsn
     tag = uuid.uuid4().hex[:8]
@@ -55,20 +46,15 @@ def test_migrate_rides_out_a_restart(own_pg: EmbeddedPostgres, fast_dynamo: Scan
         "--table", TYPICAL, "--batch-mb", "1", "--segments", "8", "--target-schema", target,
         "--state-schema", state_schema, "--no-progress",
     ]  # fmt: skip
-    fast_dynamo.latency = 0.02
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_until(lambda: committed_items(dsn, state_schema, TYPICAL) > 0 or proc.poll() is not None)
-        assert proc.poll() is None, "finished before the restart"
+    # Six pages in, with most of the table still to read, the source stalls for 10 s: the restart
+    # lands in the middle of the load, whatever this machine's speed.
+    fast_dynamo.stall(10, after_pages=6)
+    with running(cmd) as proc:
+        proc.wait_for(lambda: committed_items(dsn, state_schema, TYPICAL) > 0, "the first rows committed")
         own_pg.restart(down_seconds=2)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        fast_dynamo.latency = 0.0
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.finish(timeout=120) == 0, proc.stderr()
+        stderr = proc.stderr()
     # The loaders and the coordinator reconnect with backoff and finish the load themselves.
-    assert proc.returncode == 0, stderr
     assert "reconnected to PostgreSQL" in stderr and "Traceback" not in stderr, stderr
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = state.get_table(conn, state_schema, TYPICAL)
@@ -103,21 +89,17 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
     write(3000)
     server.latency = 0.01  # slow enough that the restart lands while changes are applied
     follow = [PODYN, "follow", *common, "--exit-when-idle", "3"]
-    proc = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(lambda: applied_records(dsn, state_schema) > 0 or proc.poll() is not None)
-        assert proc.poll() is None, "finished before the restart"
-        writer = threading.Thread(target=write, args=(2000,))
-        writer.start()  # changes keep coming while PostgreSQL is down
-        own_pg.restart(down_seconds=3)
-        writer.join()
-        _, stderr = proc.communicate(timeout=180)
+        with running(follow) as proc:
+            proc.wait_for(lambda: applied_records(dsn, state_schema) > 0, "the first changes applied")
+            writer = threading.Thread(target=write, args=(2000,))
+            writer.start()  # changes keep coming while PostgreSQL is down
+            own_pg.restart(down_seconds=3)
+            writer.join()
+            assert proc.finish(timeout=180) == 0, proc.stderr()
+            stderr = proc.stderr()
     finally:
         server.latency = 0.0
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
     assert "reconnected to PostgreSQL" in stderr, stderr
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = state.get_table(conn, state_schema, "Tbl")
@@ -126,47 +108,17 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
         reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Tbl").values()))
 
 
-class DroppingProxy:
-    """A TCP proxy to PostgreSQL that can drop its clients' side of every connection while keeping
-    the server's side open: the client sees a dead network, the server a live, idle session."""
+def _via(proxy: PgProxy, own_pg: EmbeddedPostgres) -> str:
+    # Unencrypted, so the proxy can read the protocol.
+    return make_conninfo(own_pg.dsn, port=str(proxy.port), sslmode="disable", gssencmode="disable")
 
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket]] = []
-        self.kept: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self.pairs.append((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-
-    def drop(self) -> None:
-        """Reset every client connection; the server sockets stay open (and silent)."""
-        pairs, self.pairs = self.pairs, []
-        for client, server in pairs:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            client.close()
-            self.kept.append(server)
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self.kept:
-            s.close()
+def _follow_exact(dsn: str, state_schema: str, target: str, server: StreamsServer, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = state.get_table(conn, state_schema, name)
+        assert found is not None
+        layout = state.layout(conn, state_schema, found)
+        reference.check_table(conn, target, found.target_table, layout, list(server.snapshot(name).values()))
 
 
 def test_follow_ends_the_session_a_network_drop_left_behind(
@@ -174,9 +126,8 @@ def test_follow_ends_the_session_a_network_drop_left_behind(
 ) -> None:
     # The follower's table lock lives in its session: after a drop that the server does not see,
     # the reconnected follower must end its old session, or wait hours for TCP to notice.
-    proxy = DroppingProxy(own_pg.port)
+    proxy = PgProxy(own_pg.port)
     dsn = own_pg.dsn
-    via_proxy = dsn.replace(f":{own_pg.port}/", f":{proxy.port}/")
     tag = uuid.uuid4().hex[:8]
     target, state_schema = f"n_{tag}", f"n_{tag}_state"
     server = streams_server
@@ -186,27 +137,70 @@ def test_follow_ends_the_session_a_network_drop_left_behind(
     common = ["--endpoint-url", server.endpoint, "--region", "us-east-1", "--state-schema", state_schema]
     migrate = [PODYN, "migrate", "--postgres-url", dsn, *common, "--target-schema", target, "--no-progress"]
     assert subprocess.run(migrate, capture_output=True, text=True, timeout=120, check=False).returncode == 0
-    follow = [PODYN, "follow", "--postgres-url", via_proxy, *common, "--exit-when-idle", "3"]
-    proc = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follow = [PODYN, "follow", "--postgres-url", _via(proxy, own_pg), *common, "--exit-when-idle", "3"]
     try:
-        for i in range(200):
-            server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "1"}, "v": {"N": str(i)}})
-
-        _wait_until(lambda: applied_records(dsn, state_schema) > 0 or proc.poll() is not None)
-        assert proc.poll() is None, "finished before the drop"
-        proxy.drop()
-        for i in range(200):
-            server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "2"}, "v": {"N": str(i)}})
-        _, stderr = proc.communicate(timeout=120)
+        with running(follow) as proc:
+            for i in range(200):
+                server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "1"}, "v": {"N": str(i)}})
+            proc.wait_for(lambda: applied_records(dsn, state_schema) > 0, "the first changes applied")
+            proxy.reset_all()
+            for i in range(200):
+                server.put("Net", {"pk": {"S": f"k{i}"}, "sk": {"N": "2"}, "v": {"N": str(i)}})
+            assert proc.finish(timeout=120) == 0, proc.stderr()
+            stderr = proc.stderr()
     finally:
         proxy.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
     assert "ending the previous session" in stderr and "reconnected to PostgreSQL" in stderr, stderr
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        found = state.get_table(conn, state_schema, "Net")
-        assert found is not None
-        layout = state.layout(conn, state_schema, found)
-        reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Net").values()))
+    _follow_exact(dsn, state_schema, target, server, "Net")
+
+
+def test_follow_survives_a_drop_at_every_point_of_its_apply_transaction(
+    own_pg: EmbeddedPostgres, streams_server: StreamsServer
+) -> None:
+    """Each point of the apply transaction in turn (before the COPY, during it, before the COMMIT,
+    after it before the answer), the connection reset or gone silent: the follower notices, ends
+    its old session, reconnects and applies from its checkpoint, ending exact."""
+    proxy = PgProxy(own_pg.port)
+    dsn = own_pg.dsn
+    tag = uuid.uuid4().hex[:8]
+    target, state_schema = f"d_{tag}", f"d_{tag}_state"
+    server = streams_server
+    server.create_table("Drops", KEYS, view_type="NEW_AND_OLD_IMAGES", shards=2)
+    rng = random.Random(7)
+
+    def write(n: int) -> None:
+        for _ in range(n):
+            key = rng.randrange(300)
+            if rng.random() < 0.2:
+                server.delete("Drops", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}})
+            else:
+                server.put("Drops", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}, "v": {"N": str(rng.randrange(10**6))}})
+
+    write(100)
+    common = ["--endpoint-url", server.endpoint, "--region", "us-east-1", "--state-schema", state_schema]
+    migrate = [PODYN, "migrate", "--postgres-url", dsn, *common, "--target-schema", target, "--no-progress"]
+    assert subprocess.run(migrate, capture_output=True, text=True, timeout=120, check=False).returncode == 0
+    follow = [PODYN, "follow", "--postgres-url", _via(proxy, own_pg), *common, "--exit-when-idle", "5"]
+    try:
+        with running(follow) as proc:
+            for kind in KINDS:
+                for point in POINTS:
+                    fired = proxy.arm(point, kind)
+                    before = proc.stderr().count("reconnected to PostgreSQL")
+                    write(50)
+                    proc.wait_for(fired.is_set, f"a change applied through {point} ({kind})")
+                    proc.wait_for(
+                        lambda before=before: proc.stderr().count("reconnected to PostgreSQL") > before,  # type: ignore[misc]
+                        f"reconnected after a {kind} drop at {point}",
+                    )
+            write(50)
+            assert proc.finish(timeout=120) == 0, proc.stderr()
+            stderr = proc.stderr()
+    finally:
+        proxy.close()
+    assert stderr.count("reconnected to PostgreSQL") == len(POINTS) * len(KINDS), stderr
+    # Each silent drop is noticed by asking the server, and every old session is ended.
+    assert stderr.count("dropping the connection") == len(POINTS), stderr
+    assert stderr.count("ending the previous session") == len(POINTS) * len(KINDS), stderr
+    assert "Traceback" not in stderr, stderr
+    _follow_exact(dsn, state_schema, target, server, "Drops")

@@ -22,6 +22,7 @@ from tests.fix_dynamo import REGION
 from tests.fix_pg import committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.moto_migrate import PODYN, Migrator, assert_ok, create_table, put_items
+from tests.proc import running
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 
@@ -35,23 +36,14 @@ def _exact(dsn: str, schemas: tuple[str, str], table: str, count: int) -> None:
 
 
 def test_source_stalls_for_30_seconds(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
-    fast_dynamo.latency = 0.02
+    # Three pages in, with most of the table still to read (8 segments of more than a 1 MB page
+    # each), every Scan waits 30 s.
+    fast_dynamo.stall(30, after_pages=3)
     cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--segments", "8")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and committed_items(pg_dsn, schemas[1], TYPICAL) == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "finished before the stall"
-        stalled_at = time.monotonic()
-        fast_dynamo.stall(30)
-        _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
-    assert time.monotonic() - stalled_at >= 30
+    started = time.monotonic()
+    with running(cmd) as proc:
+        assert proc.finish(timeout=240) == 0, proc.stderr()
+    assert time.monotonic() - started >= 30
     _exact(pg_dsn, schemas, TYPICAL, TYPICAL_COUNT)
 
 

@@ -313,9 +313,7 @@ class _ProgressReader:
             try:
                 return {n: state.progress(self.conn, self.cfg.state_schema, n) for n in names}
             except psycopg.OperationalError as e:
-                if not self.conn.broken:
-                    raise
-                self.conn = connect.reconnect(self.conn, e, self.cfg.postgres_url, APPLICATION)
+                self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, APPLICATION)
 
     def close(self) -> None:
         self.conn.close()

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.console import Console, RenderableType
 from rich.table import Table
@@ -27,6 +26,7 @@ from podyn_fast import verify as verify_
 from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted
 from podyn_fast.errors import PodynError
 from podyn_fast.follow import FollowConfig, Follower, FollowReport
+from podyn_fast.postgres import connect
 
 log = logging.getLogger("podyn_fast")
 
@@ -499,7 +499,7 @@ def status(
 ) -> None:
     """Where each table stands: phase, segments, items, rejects, shards, the follower's lag, the last error."""
     console, url = _setup(postgres)
-    with _reported(console, url), psycopg.connect(url, autocommit=True, application_name="podyn-fast status") as conn:
+    with _reported(console, url), connect.connect(url, "podyn-fast status") as conn:
         try:
             tables = status_.read(conn, state_schema, _tables(table))
         except status_.NoState:

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from psycopg import sql
 
 from podyn_fast import state
@@ -207,11 +208,9 @@ class Follower:
                     self._loop()
                     break
                 except psycopg.OperationalError as e:
-                    if not self.conn.broken:
-                        raise
-                    # PostgreSQL restarted, failed over, or the network dropped: nothing uncommitted
-                    # counts, so reconnect and carry on from the checkpoints.
-                    self._reconnect(e)
+                    # Nothing uncommitted counts: carry on from the checkpoints.
+                    self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, APPLICATION, self.stop)
+                    self._resume()
         finally:
             with contextlib.suppress(psycopg.Error):
                 self._heartbeat()
@@ -225,7 +224,12 @@ class Follower:
                 break
             for f in active:
                 self._promote(f)
-                self._refresh(f)
+                try:
+                    self._refresh(f)
+                except (ClientError, HTTPClientError, BotoConnectionError) as e:
+                    if (why := _transient(e)) is None:
+                        raise
+                    log.warning("reading the shards of %s failed (%s); retrying", f.table.table_name, why)
             if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY:
                 self._heartbeat()
             if self._idle(active):
@@ -244,10 +248,9 @@ class Follower:
             except Gap as gap:
                 self._stop(f, str(gap))
 
-    def _reconnect(self, error: psycopg.OperationalError) -> None:
-        """A new connection (see connect.reconnect), then the followed tables again from their
-        checkpoints: what was read but not committed is read again."""
-        self.conn = connect.reconnect(self.conn, error, self.cfg.postgres_url, APPLICATION, self.stop)
+    def _resume(self) -> None:
+        """The followed tables again from their checkpoints: what was read but not committed is
+        read again."""
         before = dict(self.followed)
         self.followed = {name: f for name, f in before.items() if f.stopped is not None}
         active = [name for name, f in before.items() if f.stopped is None]
@@ -358,23 +361,19 @@ class Follower:
         return error
 
     def _read(self, f: Followed, shard: Shard) -> None:
-        if shard.iterator is None:
-            shard.iterator = self._iterator(f, shard)
         try:
+            if shard.iterator is None:
+                shard.iterator = self._iterator(f, shard)
             body = self.dynamo.get_records(shard.iterator)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code == "ExpiredIteratorException":
+        except (ClientError, HTTPClientError, BotoConnectionError) as e:
+            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
                 shard.iterator = None  # renewed from the checkpoint on the next turn
                 return
-            if code in THROTTLING or status >= 500:
-                # botocore retried already; this shard waits, the others go on.
-                shard.idle_delay = min(IDLE_CAP * 5, max(1.0, shard.idle_delay * 2))
-                shard.next_poll = time.monotonic() + shard.idle_delay
-                log.warning("GetRecords on %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, code)
-                return
-            raise self._gap_or(f, shard, e) from None
+            why = _transient(e)
+            if why is None:
+                raise self._gap_or(f, shard, e) if isinstance(e, ClientError) else e from None
+            self._back_off(f, shard, why)
+            return
         except BodyChecksumError:
             shard.next_poll = time.monotonic() + 1.0
             return
@@ -401,6 +400,13 @@ class Follower:
         if finished:
             shard.finished = True
             f.graph_stale = True
+
+    @staticmethod
+    def _back_off(f: Followed, shard: Shard, why: str) -> None:
+        """botocore retried already; this shard waits, the others go on."""
+        shard.idle_delay = min(IDLE_CAP * 5, max(1.0, shard.idle_delay * 2))
+        shard.next_poll = time.monotonic() + shard.idle_delay
+        log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, why)
 
     def _promote(self, f: Followed) -> None:
         """Once the load is done, apply the changes kept during it, then follow live."""
@@ -541,6 +547,16 @@ class Follower:
                 batch.last_created,
             ],
         )
+
+
+def _transient(e: ClientError | HTTPClientError | BotoConnectionError) -> str | None:
+    """What went wrong, if asking again later may succeed (botocore has retried already):
+    throttling, a server error, or the network (timeouts, refused or dropped connections)."""
+    if not isinstance(e, ClientError):
+        return type(e).__name__
+    code = e.response.get("Error", {}).get("Code")
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(code) if code in THROTTLING or status >= 500 else None
 
 
 def _new_stream_message(name: str, old: str | None, new: str | None) -> str:

@@ -25,7 +25,7 @@ from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout
 from podyn_fast.config import AwsConfig
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import PodynError, Terminal
-from podyn_fast.postgres import ddl
+from podyn_fast.postgres import connect, ddl
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.worker import Page, RateLimiter, SegmentReader
 
@@ -79,7 +79,7 @@ class TableVerdict:
 
 def run(cfg: VerifyConfig) -> list[TableVerdict]:
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
-    with psycopg.connect(cfg.postgres_url, autocommit=True, application_name="podyn-fast verify") as conn:
+    with connect.connect(cfg.postgres_url, "podyn-fast verify") as conn:
         names = list(cfg.tables) or [
             str(r[0])
             for r in conn.execute(

@@ -258,10 +258,8 @@ class Loader:
             try:
                 return self._run(tables)
             except psycopg.OperationalError as e:
-                if not self.conn.broken:
-                    raise
-                # The segment's open transaction is gone with the connection: nothing half-done stays.
-                self.conn = connect.reconnect(self.conn, e, self.cfg.postgres_url, APPLICATION)
+                # The segment's open transaction is gone (rolled back): nothing half-done stays.
+                self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, APPLICATION)
 
     def _run(self, tables: list[str]) -> WorkerResult:
         schema = self.cfg.state_schema
@@ -272,8 +270,8 @@ class Loader:
             except LeaseLost:
                 self.result.leases_lost += 1
             except BaseException as e:
-                if isinstance(e, psycopg.OperationalError) and self.conn.broken:
-                    raise  # the lease is ours to take up again once reconnected
+                if connect.recoverable(self.conn, e):
+                    raise  # the lease is ours to take up again
                 # Keep the first error: releasing fails too when the connection is what broke.
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)

@@ -602,20 +602,26 @@ class ScanServer(ServerBase[TableStats]):
         self._tables: dict[str, _Table] = {}
         for spec in tables:
             self.add_table(spec)
-        self._stall_until = 0.0
+        self._stall_until = self._stall_seconds = 0.0
+        self._stall_after = 0
         self.bad_body_rate = 0.0
         """Fraction of Scan answers whose body is cut short (with a CRC header that matches the cut
         body, as a buggy server or proxy would send): the client must ask again."""
         self.bad_bodies_served = 0
         self._bad_body_rng = random.Random(seed)
 
-    def stall(self, seconds: float) -> None:
-        """Answer no Scan request for ``seconds``: each one waits until then (a stalled endpoint)."""
-        self._stall_until = time.monotonic() + seconds
+    def stall(self, seconds: float, after_pages: int = 0) -> None:
+        """Answer no Scan request for ``seconds``, once ``after_pages`` more have been answered:
+        each one waits until then (a stalled endpoint)."""
+        with self._lock:
+            self._stall_after, self._stall_seconds = after_pages, seconds
+            self._stall_until = time.monotonic() + seconds if after_pages == 0 else 0.0
 
     def reset_faults(self) -> None:
         super().reset_faults()
-        self._stall_until = 0.0
+        with self._lock:
+            self._stall_until = self._stall_seconds = 0.0
+            self._stall_after = 0
         self.bad_body_rate = 0.0
 
     # Tables ------------------------------------------------------------------------------------
@@ -679,7 +685,12 @@ class ScanServer(ServerBase[TableStats]):
         return Reply(200, orjson.dumps(table.describe()))
 
     def _scan(self, req: dict[str, Any]) -> Reply:
-        stalled = self._stall_until - time.monotonic()
+        with self._lock:
+            if self._stall_after > 0:
+                self._stall_after -= 1
+            elif self._stall_seconds:
+                self._stall_until, self._stall_seconds = time.monotonic() + self._stall_seconds, 0.0
+            stalled = self._stall_until - time.monotonic()
         if stalled > 0:
             time.sleep(stalled)
         scan = _parse_scan(req)

@@ -59,6 +59,9 @@ class RawDynamo:
         session = botocore.session.Session(profile=profile)
         config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": max_attempts},
+            # No call waits forever: a page of 1 MB arrives in well under a second.
+            connect_timeout=10,
+            read_timeout=60,
             # One connection per thread that scans; botocore's default pool of 10 is plenty.
             max_pool_connections=10,
         )

@@ -1,4 +1,5 @@
-"""Connections that ride out a PostgreSQL restart, failover or network drop."""
+"""Connections that ride out a PostgreSQL restart, failover or network drop, and never wait
+forever (postgres/liveness.py)."""
 
 from __future__ import annotations
 
@@ -6,44 +7,42 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from datetime import datetime
 from typing import Any
 
 import psycopg
+
+from podyn_fast.postgres import liveness
+from podyn_fast.postgres.liveness import WatchedConnection
 
 log = logging.getLogger("podyn_fast")
 
 # How long a loader or follower keeps trying to reconnect before it gives up.
 RECONNECT_FOR = 600.0
 
-# Each connection's server session (backend pid, start time): after a network drop the server may
-# keep the old session, its transaction and its locks (a follower's table lock) for as long as
-# TCP takes to notice, hours by default. The pair tells that session from a later one reusing the pid.
-_sessions: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[int, datetime]] = weakref.WeakKeyDictionary()
 
-
-def connect(url: str, application_name: str) -> psycopg.Connection[Any]:
-    """An autocommit connection: callers open their transactions explicitly."""
-    conn = psycopg.connect(url, autocommit=True, application_name=application_name)
-    row = conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
-    if row is not None and row[1] is not None:
-        _sessions[conn] = (int(row[0]), row[1])
+def connect(url: str, application_name: str) -> WatchedConnection:
+    """An autocommit connection (callers open their transactions explicitly) with the network
+    and lock timeouts of postgres/liveness.py, its waits watched."""
+    conn = WatchedConnection.connect(liveness.conninfo(url), autocommit=True, application_name=application_name)
+    liveness.watch(conn, url)
     return conn
 
 
 def reconnect(
-    old: psycopg.Connection[Any],
+    old: WatchedConnection,
     error: psycopg.OperationalError,
     url: str,
     application_name: str,
     stop: threading.Event | None = None,
-) -> psycopg.Connection[Any]:
+) -> WatchedConnection:
     """A new connection after ``old`` broke, tried with backoff for up to RECONNECT_FOR seconds,
     with ``old``'s session ended if the server still has it; raises ``error`` when it cannot
     connect (or when ``stop`` is set meanwhile)."""
     log.warning("lost the PostgreSQL connection (%s); reconnecting", " ".join(str(error).split()))
-    session = _sessions.pop(old, None)
+    # After a network drop the server may keep the old session, its transaction and its locks (a
+    # follower's table lock) for as long as TCP takes to notice: that session is ended below.
+    session = old.watch[1] if old.watch else None
     with contextlib.suppress(psycopg.Error):
         old.close()
     stop = stop or threading.Event()
@@ -64,6 +63,7 @@ def reconnect(
         return conn
 
 
+# The pair (pid, start time) tells that session from a later one reusing the pid.
 _THAT_SESSION = "FROM pg_stat_activity WHERE pid = %s AND backend_start = %s"
 
 
@@ -80,12 +80,36 @@ def _end_session(conn: psycopg.Connection[Any], session: tuple[int, datetime]) -
             time.sleep(0.1)
 
 
-def usable(conn: psycopg.Connection[Any], url: str, application_name: str) -> psycopg.Connection[Any]:
+def recoverable(conn: psycopg.Connection[Any], error: BaseException) -> bool:
+    """Whether work that failed with ``error`` can go on from its last commit: the connection
+    broke (PostgreSQL restarted, failed over, the network dropped), or a statement waited longer
+    than the lock timeout."""
+    return isinstance(error, psycopg.OperationalError) and (
+        conn.broken or isinstance(error, psycopg.errors.LockNotAvailable)
+    )
+
+
+def recover(
+    conn: WatchedConnection,
+    error: psycopg.OperationalError,
+    url: str,
+    application_name: str,
+    stop: threading.Event | None = None,
+) -> WatchedConnection:
+    """The connection to go on with from the last commit after ``error``: a new one when the old
+    one broke, the same one after a lock timeout; an error that is not ``recoverable`` is raised."""
+    if not recoverable(conn, error):
+        raise error
+    if conn.broken:
+        return reconnect(conn, error, url, application_name, stop)
+    log.warning("waited too long for a lock another session holds (%s); trying again", " ".join(str(error).split()))
+    return conn
+
+
+def usable(conn: WatchedConnection, url: str, application_name: str) -> WatchedConnection:
     """``conn`` if it still works, else a new one (it sat idle while PostgreSQL restarted)."""
     try:
         conn.execute("SELECT 1")
     except psycopg.OperationalError as e:
-        if not conn.broken:
-            raise
-        return reconnect(conn, e, url, application_name)
+        return recover(conn, e, url, application_name)
     return conn
