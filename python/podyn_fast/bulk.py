@@ -25,18 +25,14 @@ from rich.table import Table
 
 from podyn_fast import schema, state
 from podyn_fast._core import Layout, column_type
-from podyn_fast.config import MigrateConfig
 from podyn_fast.dynamo.raw import RawDynamo
-from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.errors import MigrateError
 from podyn_fast.postgres import connect, ddl
+from podyn_fast.settings import MigrateConfig
 from podyn_fast.worker import init_process, w_load
 
 log = logging.getLogger("podyn_fast")
 APPLICATION = "podyn-fast migrate"
-
-
-class MigrateError(PodynError, Terminal):
-    """A load cannot go on; the message says what to do."""
 
 
 @dataclass

@@ -23,10 +23,11 @@ from rich.text import Text
 from podyn_fast import __version__, bulk, dryrun, explain, logs
 from podyn_fast import status as status_
 from podyn_fast import verify as verify_
-from podyn_fast.config import AwsConfig, MigrateConfig, postgres_url, redacted
-from podyn_fast.errors import PodynError
-from podyn_fast.follow import FollowConfig, Follower, FollowReport
+from podyn_fast.errors import NoState, PodynError
+from podyn_fast.follow import Follower, FollowReport
 from podyn_fast.postgres import connect
+from podyn_fast.secrets import clean, redacted
+from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
 
 log = logging.getLogger("podyn_fast")
 
@@ -120,7 +121,7 @@ def _reported(console: Console, url: str | None) -> Iterator[None]:
         raise
     except Exception as e:
         if _Settings.verbose:
-            console.print(Text(explain.clean("".join(traceback.format_exception(e)), url)))
+            console.print(Text(clean("".join(traceback.format_exception(e)), url)))
         _error(console, explain.message(e, url))
         raise typer.Exit(1) from None
 
@@ -502,7 +503,7 @@ def status(
     with _reported(console, url), connect.connect(url, "podyn-fast status") as conn:
         try:
             tables = status_.read(conn, state_schema, _tables(table))
-        except status_.NoState:
+        except NoState:
             _error(console, f"no podyn-fast state in schema {state_schema!r} of {redacted(url)}: run migrate first")
             raise typer.Exit(1) from None
     if as_json:
@@ -556,7 +557,7 @@ def verify(
     first: changes in flight show as differences.
     """
     console, url = _setup(postgres)
-    cfg = verify_.VerifyConfig(
+    cfg = VerifyConfig(
         postgres_url=url,
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
         tables=_tables(table),

@@ -17,11 +17,12 @@ from psycopg import sql
 
 from podyn_fast import schema, state
 from podyn_fast._core import Layout
-from podyn_fast.bulk import MigrateError, describe, index_statements, list_tables, wanted_state
-from podyn_fast.config import MigrateConfig
+from podyn_fast.bulk import describe, index_statements, list_tables, wanted_state
 from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import MigrateError
 from podyn_fast.postgres import ddl
 from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.settings import MigrateConfig
 from podyn_fast.worker import RateLimiter, SegmentReader
 
 log = logging.getLogger("podyn_fast")

@@ -39,3 +39,39 @@ class DynamoServiceError(PodynError, Terminal):
 
 class LayoutError(PodynError, Terminal, ValueError):
     """A table layout is inconsistent (unknown type, a key without its column, duplicate names)."""
+
+
+class BodyChecksumError(PodynError, Transient):
+    """A response body does not match its ``x-amz-crc32`` header: it was damaged on the way."""
+
+
+class MigrateError(PodynError, Terminal):
+    """A load cannot go on; the message says what to do."""
+
+
+class LeaseLost(PodynError, Transient):
+    """Another worker took over this segment (our lease expired): our uncommitted rows are dropped."""
+
+
+class FollowError(PodynError, Terminal):
+    """Following cannot start or go on; the message says what to do."""
+
+
+class Gap(PodynError, Terminal):
+    """Changes were lost to the follower (trimmed records, a vanished shard, a new stream)."""
+
+
+class VerifyError(PodynError, Terminal):
+    """Verification cannot run; the message says why."""
+
+
+class NoState(PodynError, Terminal):
+    """The state schema does not exist: nothing was migrated with it."""
+
+
+class DemoError(PodynError, Terminal):
+    """The demo could not run; the message says why."""
+
+
+class EmulatorError(PodynError, Terminal, RuntimeError):
+    """The emulator is not installed or did not start."""

@@ -6,14 +6,13 @@ whatever the underlying library put in its text.
 
 from __future__ import annotations
 
-import os
 import re
 
 import botocore.exceptions
 import psycopg
 
-from podyn_fast.config import redacted, scrub
 from podyn_fast.errors import PodynError
+from podyn_fast.secrets import clean, redacted
 
 # AWS error codes for credentials AWS does not accept, and for permissions the policy lacks.
 _BAD_CREDENTIALS = {
@@ -24,21 +23,6 @@ _BAD_CREDENTIALS = {
     "SignatureDoesNotMatch",
 }
 _DENIED = {"AccessDeniedException", "AccessDenied"}
-
-
-def aws_secrets() -> list[str]:
-    """The AWS secrets in the environment, which no message may show."""
-    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-    return [v for n in names if (v := os.environ.get(n)) and len(v) >= 4]
-
-
-def clean(text: str, url: str | None) -> str:
-    """``text`` without the PostgreSQL password (or URL) and without any AWS secret."""
-    if url:
-        text = scrub(text, url)
-    for secret in aws_secrets():
-        text = text.replace(secret, "********")
-    return text
 
 
 def message(e: BaseException, url: str | None) -> str:

@@ -26,10 +26,10 @@ from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast._core import Layout, StreamBatch
-from podyn_fast.config import AwsConfig
-from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
-from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import BodyChecksumError, FollowError, Gap
 from podyn_fast.postgres import apply, citus, connect
+from podyn_fast.settings import FollowConfig
 
 log = logging.getLogger("podyn_fast")
 
@@ -44,28 +44,6 @@ GRAPH_EVERY = 10.0
 APPLICATION = "podyn-fast follow"
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
-
-
-class FollowError(PodynError, Terminal):
-    """Following cannot start or go on; the message says what to do."""
-
-
-class Gap(PodynError, Terminal):
-    """Changes were lost to the follower (trimmed records, a vanished shard, a new stream)."""
-
-
-@dataclass(frozen=True)
-class FollowConfig:
-    """Everything `follow` needs."""
-
-    postgres_url: str
-    aws: AwsConfig = field(default_factory=AwsConfig)
-    tables: tuple[str, ...] = ()
-    """Tables to follow; empty means every table in the state schema."""
-    state_schema: str = "podyn"
-    column_limit: int = 1500
-    exit_when_idle: float | None = None
-    """Exit once every shard is finished or has returned nothing new for this many seconds."""
 
 
 @dataclass

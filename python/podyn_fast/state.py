@@ -22,16 +22,11 @@ import psycopg
 from psycopg import sql
 
 from podyn_fast._core import Layout, Reject
-from podyn_fast.errors import PodynError, Terminal
 from podyn_fast.postgres import ddl
 
 # Serialises creating the state schema and registering tables: two runs starting at once must
 # not both CREATE the same objects.
 _SETUP_LOCK = "podyn-fast setup"
-
-
-class StateConflict(PodynError, Terminal):
-    """The state schema says something else than this run asks for (another mode, other keys)."""
 
 
 def _q(schema: str, table: str) -> sql.Composed:

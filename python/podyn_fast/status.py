@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from podyn_fast.errors import NoState
+
 # A follower heartbeat older than this means no follower runs for the table.
 FOLLOWER_GONE = 60.0
 
@@ -57,10 +59,6 @@ LEFT JOIN (SELECT table_name, stream_arn, count(*) FILTER (WHERE NOT finished) A
 WHERE cardinality(%(tables)s::text[]) = 0 OR t.table_name = ANY(%(tables)s)
 ORDER BY t.table_name
 """
-
-
-class NoState(Exception):
-    """The state schema does not exist: nothing was migrated with it."""
 
 
 def read(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str] = ()) -> list[TableStatus]:

@@ -22,32 +22,15 @@ from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout
-from podyn_fast.config import AwsConfig
 from podyn_fast.dynamo.raw import RawDynamo
-from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.errors import VerifyError
 from podyn_fast.postgres import connect, ddl
 from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.settings import VerifyConfig
 from podyn_fast.worker import Page, RateLimiter, SegmentReader
 
 # Examples of each kind of difference shown per table.
 EXAMPLES = 5
-
-
-class VerifyError(PodynError, Terminal):
-    """Verification cannot run; the message says why."""
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    postgres_url: str
-    aws: AwsConfig = field(default_factory=AwsConfig)
-    tables: tuple[str, ...] = ()
-    state_schema: str = "podyn"
-    sample: int | None = None
-    """Compare only about this many items (whole pages, from every segment); extra keys are not sought."""
-    threads: int = 4
-    scan_rate: float | None = None
-    consistent_read: bool = False
 
 
 @dataclass

@@ -24,13 +24,14 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from psycopg.copy import QueuedLibpqWriter
 
-from podyn_fast import explain, logs, state
+from podyn_fast import logs, state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
-from podyn_fast.config import MigrateConfig
-from podyn_fast.dynamo.raw import BodyChecksumError, RawDynamo
-from podyn_fast.errors import BodyError, PodynError, Transient
+from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.errors import BodyChecksumError, BodyError, LeaseLost
 from podyn_fast.postgres import citus, connect
 from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.secrets import clean
+from podyn_fast.settings import MigrateConfig
 
 # Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
 THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
@@ -45,10 +46,6 @@ APPLICATION = "podyn-fast migrate"
 MAX_UNREADABLE = 5
 # Pages read ahead of the COPY: enough to hide a network round trip, few enough to bound memory.
 READ_AHEAD = 2
-
-
-class LeaseLost(PodynError, Transient):
-    """Another worker took over this segment (our lease expired): our uncommitted rows are dropped."""
 
 
 class RateLimiter:
@@ -276,7 +273,7 @@ class Loader:
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
                 if isinstance(e, Exception):
-                    message = explain.clean(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
+                    message = clean(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
                     state.record_error(self.conn, schema, held.table_name, message)
                 raise
         return self.result

@@ -13,13 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from podyn_fast.errors import EmulatorError
+
 # Enough for moto's first import of its service modules on a slow, cold machine.
 STARTUP_TIMEOUT = 60.0
 _PORT_ATTEMPTS = 3
-
-
-class EmulatorError(RuntimeError):
-    """The emulator is not installed or did not start."""
 
 
 def _free_port() -> int:

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from podyn_fast.demo.emulator import LocalDynamo
 from podyn_fast.embedded.postgres import EmbeddedPostgres, find_bindir
-from podyn_fast.errors import PodynError, Terminal
+from podyn_fast.errors import DemoError
 
 REGION = "us-east-1"
 # The emulator checks no signature; these credentials cannot sign anything real AWS accepts.
@@ -38,10 +38,6 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo"}
 # How long a change may take to reach PostgreSQL before the demo calls it a failure.
 ARRIVAL_TIMEOUT = 60.0
 LOAD_TIMEOUT = 180.0
-
-
-class DemoError(PodynError, Terminal):
-    """The demo could not run; the message says why."""
 
 
 def sample_tables() -> list[dict[str, Any]]:

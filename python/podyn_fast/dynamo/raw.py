@@ -17,13 +17,9 @@ import botocore.session
 import orjson
 
 from podyn_fast._core import crc32
-from podyn_fast.errors import PodynError, Transient
+from podyn_fast.errors import BodyChecksumError
 
 RAW_BODY = "PodynRawBody"
-
-
-class BodyChecksumError(PodynError, Transient):
-    """A response body does not match its ``x-amz-crc32`` header: it was damaged on the way."""
 
 
 def _keep_raw_body(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:

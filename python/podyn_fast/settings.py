@@ -1,14 +1,11 @@
-"""Settings for each concern, frozen and picklable: the CLI builds them, workers receive them."""
+"""One frozen settings type per command: the CLI builds them from its options, and worker processes
+receive them (pickled)."""
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import unquote
-
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 Mode = Literal["columns", "jsonb"]
 
@@ -21,44 +18,6 @@ def postgres_url(given: str | None) -> str | None:
     if url and url.startswith("jdbc:"):
         url = url[len("jdbc:") :]
     return url or None
-
-
-_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*:([^@/?#]*)@")
-_KEYWORD_PASSWORD = re.compile(r"""(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)""")
-
-
-def secrets_of(url: str) -> list[str]:
-    """Every spelling of the password in a connection string (as written, percent-decoded, parsed
-    by libpq), longest first, even when libpq cannot parse the rest: error messages quote them."""
-    found: set[str] = set()
-    for match in (*_URL_PASSWORD.finditer(url), *_KEYWORD_PASSWORD.finditer(url)):
-        raw = match.group(1).strip("'")
-        found |= {raw, unquote(raw)}
-    try:
-        parsed = conninfo_to_dict(url).get("password")
-    except Exception:  # an unparsable string: the patterns above are all we have
-        parsed = None
-    if parsed:
-        found.add(str(parsed))
-    return sorted((s for s in found if s), key=len, reverse=True)
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` with the connection string shown without its password and the password nowhere."""
-    text = text.replace(url, redacted(url))
-    for secret in secrets_of(url):
-        text = text.replace(secret, "********")
-    return text
-
-
-def redacted(url: str) -> str:
-    """The connection string without its password, for messages and progress output."""
-    try:
-        params = conninfo_to_dict(url)
-    except Exception:  # an unparsable URL is shown as nothing rather than leaked
-        return "<unparsable connection string>"
-    params.pop("password", None)
-    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -107,3 +66,32 @@ class MigrateConfig:
     """False creates the tables and records them, loading nothing (Podyn's -s alone)."""
     citus: bool = False
     """Distribute each table by its partition key, right after creating it (Citus)."""
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Everything `follow` needs."""
+
+    postgres_url: str
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    tables: tuple[str, ...] = ()
+    """Tables to follow; empty means every table in the state schema."""
+    state_schema: str = "podyn"
+    column_limit: int = 1500
+    exit_when_idle: float | None = None
+    """Exit once every shard is finished or has returned nothing new for this many seconds."""
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Everything `verify` needs."""
+
+    postgres_url: str
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    tables: tuple[str, ...] = ()
+    state_schema: str = "podyn"
+    sample: int | None = None
+    """Compare only about this many items (whole pages, from every segment); extra keys are not sought."""
+    threads: int = 4
+    scan_rate: float | None = None
+    consistent_read: bool = False
