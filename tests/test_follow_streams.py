@@ -25,6 +25,7 @@ from podyn_fast import state
 from tests import reference
 from tests.fix_pg import applied_records
 from tests.moto_migrate import PODYN
+from tests.proc import running
 from tests.servers.streams import StreamsServer
 
 KEYS = (("pk", "S"), ("sk", "N"))
@@ -302,3 +303,34 @@ def test_sigterm_finishes_the_batch_and_exits_zero(env: Env) -> None:
     env.server.latency = 0.0
     assert env.follow().returncode == 0
     env.check("Tbl")
+
+
+def test_an_upsert_clears_columns_added_after_the_follower_started(env: Env) -> None:
+    # The follower starts while the table is being created, before the load registers the columns
+    # `x` and `y`; the item then loses both. Its whole-row upsert must clear them, although the
+    # follower's first layout had no such column and the change names none.
+    server = env.server
+    server.create_table("Late", list(KEYS), view_type=None)
+    key = {"pk": {"S": "k"}, "sk": {"N": "0"}}
+    server.put("Late", {**key, "x": {"S": "old"}, "y": {"N": "1"}})
+    server.enable_stream("Late")
+    env.migrate("--table", "Late", "--schema")  # the table is created, nothing loaded
+    with running(env._cmd("follow")) as follower:
+        follower.wait_for(lambda: _heartbeat_seen(env, "Late"), "the follower started")
+        env.migrate("--table", "Late", "--data")  # registers x and y, and loads the item with them
+        server.put("Late", key)
+        follower.wait_for(lambda: applied_records(env.dsn, env.state) >= 1, "the change applied")
+        follower.proc.send_signal(signal.SIGTERM)
+        assert follower.finish(timeout=60) == 0, follower.stderr()
+    env.check("Late")
+
+
+def _heartbeat_seen(env: Env, table: str) -> bool:
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT follow_heartbeat IS NOT NULL FROM {} WHERE table_name = %s").format(
+                sql.Identifier(env.state, "tables")
+            ),
+            [table],
+        ).fetchone()
+    return bool(row and row[0])

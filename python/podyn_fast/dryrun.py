@@ -18,6 +18,7 @@ from psycopg import sql
 from podyn_fast import schema, state
 from podyn_fast._core import Layout
 from podyn_fast.bulk import describe, index_statements, list_tables, wanted_state
+from podyn_fast.codec import Codec, Unknown
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import MigrateError
 from podyn_fast.postgres import ddl
@@ -93,14 +94,12 @@ def _table(dynamo: RawDynamo, cfg: MigrateConfig, source: schema.SourceTable, sc
         limiter=RateLimiter(cfg.scan_rate),
         consistent_read=cfg.consistent_read,
     )
+    codec = _PlannedCodec(table, layout, script, cfg.column_limit)
     reader.start()
     try:
         while (page := reader.next_page()) is not None:
-            encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
-            while encoded.unknown:
-                layout = _add_columns(script, table, layout, encoded.unknown, cfg.column_limit)
-                encoded = layout.encode_scan_page(page.body)
-            reader.layout = layout
+            encoded = codec.complete(page)
+            layout = reader.layout = codec.layout
             if encoded.row_count:
                 stmt = copy_statement(table.target_schema, table.target_table, layout.column_names, binary=False)
                 script.copy(stmt, layout.copy_text(encoded.rows))
@@ -117,13 +116,19 @@ def _table(dynamo: RawDynamo, cfg: MigrateConfig, source: schema.SourceTable, sc
     return report
 
 
-def _add_columns(
-    script: Script, table: state.TableState, layout: Layout, unknown: tuple[tuple[str, str], ...], limit: int
-) -> Layout:
-    """The layout with columns for ``unknown``, named as migrate's registry would; prints the ALTER."""
-    added, document = state.plan_additions(layout, layout.document, unknown, limit)
-    if not added and document == layout.document:
-        raise MigrateError(f"table {table.table_name!r}: no column could be planned for {unknown!r}")
-    new = list(added) + ([("", "jsonb", document)] if document != layout.document and document else [])
-    script.statement(ddl.add_columns(table.target_schema, table.target_table, new))
-    return layout.with_columns(added, document=document)
+class _PlannedCodec(Codec):
+    """The dry run's codec: columns named as migrate's registry would name them, each addition
+    printed as its ALTER TABLE."""
+
+    def __init__(self, table: state.TableState, layout: Layout, script: Script, column_limit: int) -> None:
+        super().__init__(table, layout)
+        self.script, self.column_limit = script, column_limit
+
+    def extend(self, unknown: Unknown) -> None:
+        layout, table = self.layout, self.table
+        added, document = state.plan_additions(layout, layout.document, unknown, self.column_limit)
+        if not added and document == layout.document:
+            raise MigrateError(f"table {table.table_name!r}: no column could be planned for {unknown!r}")
+        new = list(added) + ([("", "jsonb", document)] if document != layout.document and document else [])
+        self.script.statement(ddl.add_columns(table.target_schema, table.target_table, new))
+        self.layout = layout.with_columns(added, document=document)

@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 import psycopg
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 from psycopg import sql
 
-from podyn_fast import state
-from podyn_fast._core import Layout, StreamBatch
+from podyn_fast import retry, state
+from podyn_fast._core import StreamBatch
+from podyn_fast.codec import RegistryCodec
 from podyn_fast.dynamo.raw import RawDynamo
-from podyn_fast.errors import BodyChecksumError, FollowError, Gap
+from podyn_fast.errors import FollowError, Gap
 from podyn_fast.postgres import apply, citus, connect
 from podyn_fast.settings import FollowConfig
 
@@ -37,8 +37,6 @@ log = logging.getLogger("podyn_fast")
 # second; the adapter waits up to a second).
 IDLE_FIRST = 0.25
 IDLE_CAP = 2.0
-# Errors that mean "too fast": GetRecords answers LimitExceededException.
-THROTTLING = {"LimitExceededException", "ProvisionedThroughputExceededException", "ThrottlingException"}
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
 APPLICATION = "podyn-fast follow"
@@ -55,6 +53,8 @@ class Shard:
     iterator: str | None = None
     next_poll: float = 0.0
     idle_delay: float = 0.0
+    failures: retry.Backoff = field(default_factory=lambda: retry.Backoff(1.0, IDLE_CAP * 5))
+    """Reads that failed in a row (throttled, the network): each waits longer before the next."""
     last_data: float = 0.0
     """When this shard last returned records, or was first read."""
     reads: int = 0
@@ -64,10 +64,9 @@ class Shard:
 
 @dataclass
 class Followed:
-    """A followed table: its state row, layout, stream and shards."""
+    """A followed table: its codec (state row and layout), stream and shards."""
 
-    table: state.TableState
-    layout: Layout
+    codec: RegistryCodec
     stream_arn: str
     shards: dict[str, Shard] = field(default_factory=dict)
     graph_read: float = 0.0
@@ -77,6 +76,10 @@ class Followed:
     applied: int = 0
     last_created: float | None = None
     stopped: str | None = None
+
+    @property
+    def table(self) -> state.TableState:
+        return self.codec.table
 
     def lag(self) -> float | None:
         """Seconds behind the source: none once every open shard has been read to its head (an
@@ -153,7 +156,8 @@ class Follower:
             elif table.stream_arn != arn:
                 self._stop_table_row(name, _new_stream_message(name, table.stream_arn, arn))
                 raise FollowError(_new_stream_message(name, table.stream_arn, arn))
-            followed = Followed(table, state.layout(self.conn, schema, table), arn)
+            codec = RegistryCodec(lambda: self.conn, schema, table, self.cfg.column_limit)
+            followed = Followed(codec, arn)
             for shard_id, parent, last_sequence, finished in self.conn.execute(
                 sql.SQL(
                     "SELECT shard_id, parent_shard_id, last_sequence, finished FROM {}"
@@ -204,10 +208,10 @@ class Follower:
                 self._promote(f)
                 try:
                     self._refresh(f)
-                except (ClientError, HTTPClientError, BotoConnectionError) as e:
-                    if (why := _transient(e)) is None:
+                except retry.AWS_FAILURES as e:
+                    if not (failure := retry.aws_failure(e)).transient:
                         raise
-                    log.warning("reading the shards of %s failed (%s); retrying", f.table.table_name, why)
+                    log.warning("reading the shards of %s failed (%s); retrying", f.table.table_name, failure.why)
             if time.monotonic() - self.last_heartbeat >= HEARTBEAT_EVERY:
                 self._heartbeat()
             if self._idle(active):
@@ -343,27 +347,27 @@ class Follower:
             if shard.iterator is None:
                 shard.iterator = self._iterator(f, shard)
             body = self.dynamo.get_records(shard.iterator)
-        except (ClientError, HTTPClientError, BotoConnectionError) as e:
+        except retry.AWS_FAILURES as e:
             if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
                 shard.iterator = None  # renewed from the checkpoint on the next turn
                 return
-            why = _transient(e)
-            if why is None:
+            failure = retry.aws_failure(e)
+            if not failure.transient:
                 raise self._gap_or(f, shard, e) if isinstance(e, ClientError) else e from None
-            self._back_off(f, shard, why)
-            return
-        except BodyChecksumError:
-            shard.next_poll = time.monotonic() + 1.0
+            # This shard waits, the others go on.
+            shard.next_poll = time.monotonic() + shard.failures.delay()
+            log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, failure.why)
             return
         self._promote(f)
         # While the table loads the body is kept raw; only its records, position and end matter now.
-        batches = [f.layout.encode_records(body)] if f.phase == "loading" else self._prepare(f, body)
+        batches = [f.codec.layout.encode_records(body)] if f.phase == "loading" else self._prepare(f, body)
         batch = batches[0]
         now = time.monotonic()
         if shard.reads == 0:
             shard.last_data = now
         shard.reads += 1
         shard.at_head = not batch.records
+        shard.failures.reset()
         if batch.records:
             shard.last_data = now
             shard.idle_delay = 0.0
@@ -378,13 +382,6 @@ class Follower:
         if finished:
             shard.finished = True
             f.graph_stale = True
-
-    @staticmethod
-    def _back_off(f: Followed, shard: Shard, why: str) -> None:
-        """botocore retried already; this shard waits, the others go on."""
-        shard.idle_delay = min(IDLE_CAP * 5, max(1.0, shard.idle_delay * 2))
-        shard.next_poll = time.monotonic() + shard.idle_delay
-        log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, why)
 
     def _promote(self, f: Followed) -> None:
         """Once the load is done, apply the changes kept during it, then follow live."""
@@ -418,12 +415,7 @@ class Follower:
                 self._checkpoint(f, shard, batch, finished)
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
-            t = f.table
-            if self.citus:
-                citus.one_connection_per_node(cur)
-            apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
-            for b in batches:
-                state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)
+            self._apply(cur, f, body, batches)
             self._checkpoint(f, shard, batch, finished)
         f.applied += batch.records
         if batch.last_created is not None:
@@ -431,24 +423,28 @@ class Follower:
         if self.on_batch:
             self.on_batch(f)
 
+    def _apply(self, cur: psycopg.Cursor[Any], f: Followed, body: bytes, batches: list[StreamBatch]) -> None:
+        """In the caller's transaction: apply ``batches`` (of ``body``) and record their rejects,
+        with the layout the registry has now: another process may have added columns since the
+        body was encoded (the loaders, while the changes waited), and a whole-row upsert must
+        set every column, or a value the item no longer has would stay."""
+        if self.citus:
+            citus.one_connection_per_node(cur)
+        if f.codec.refresh():
+            batches = self._prepare(f, body)
+        t = f.table
+        apply.apply(cur, t.target_schema, t.target_table, f.codec.layout, batches)
+        for b in batches:
+            state.record_rejects(self.conn, self.cfg.state_schema, t.table_name, b.upserts.rejects)
+
     def _prepare(self, f: Followed, body: bytes) -> list[StreamBatch]:
         """Encode a body, adding columns until none is missing, and fetch the items a stream
         without new images only names (KEYS_ONLY, OLD_IMAGE)."""
-        batch = self._encode(f, body)
+        batch = f.codec.records(body)
         batches = [batch]
         if batch.fetch:
-            batches.append(self._encode(f, self._fetch(f, batch.fetch)))
+            batches.append(f.codec.records(self._fetch(f, batch.fetch)))
         return batches
-
-    def _encode(self, f: Followed, body: bytes) -> StreamBatch:
-        batch = f.layout.encode_records(body)
-        while batch.upserts.unknown:
-            f.table = state.add_columns(
-                self.conn, self.cfg.state_schema, f.table, batch.upserts.unknown, column_limit=self.cfg.column_limit
-            )
-            f.layout = state.layout(self.conn, self.cfg.state_schema, f.table)
-            batch = f.layout.encode_records(body)
-        return batch
 
     def _fetch(self, f: Followed, keys: tuple[bytes, ...]) -> bytes:
         """Read the current items of ``keys``; returns a GetRecords-shaped body of INSERT records
@@ -457,6 +453,8 @@ class Follower:
         found: dict[bytes, Any] = {}
         name = f.table.table_name
         key_names = [a for a, _ in f.table.keys]
+        # Keys left unprocessed (the table's capacity ran out) are asked again, after a while.
+        unprocessed = retry.Backoff(0.05, 2.0)
         for start in range(0, len(wanted), 100):
             pending = wanted[start : start + 100]
             while pending:
@@ -465,7 +463,7 @@ class Follower:
                     found[orjson.dumps({k: item[k] for k in key_names})] = item
                 pending = response.get("UnprocessedKeys", {}).get(name, {}).get("Keys", [])
                 if pending:
-                    time.sleep(0.05)
+                    unprocessed.sleep()
         records = []
         for key in wanted:
             item = found.get(orjson.dumps({k: key[k] for k in key_names}))
@@ -490,12 +488,7 @@ class Follower:
             change_id, body = row
             batches = self._prepare(f, bytes(body))
             with self.conn.transaction(), self.conn.cursor() as cur:
-                t = f.table
-                if self.citus:
-                    citus.one_connection_per_node(cur)
-                apply.apply(cur, t.target_schema, t.target_table, f.layout, batches)
-                for b in batches:
-                    state.record_rejects(self.conn, schema, t.table_name, b.upserts.rejects)
+                self._apply(cur, f, bytes(body), batches)
                 cur.execute(
                     sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(schema, "changes")), [change_id]
                 )
@@ -525,16 +518,6 @@ class Follower:
                 batch.last_created,
             ],
         )
-
-
-def _transient(e: ClientError | HTTPClientError | BotoConnectionError) -> str | None:
-    """What went wrong, if asking again later may succeed (botocore has retried already):
-    throttling, a server error, or the network (timeouts, refused or dropped connections)."""
-    if not isinstance(e, ClientError):
-        return type(e).__name__
-    code = e.response.get("Error", {}).get("Code")
-    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return str(code) if code in THROTTLING or status >= 500 else None
 
 
 def _new_stream_message(name: str, old: str | None, new: str | None) -> str:

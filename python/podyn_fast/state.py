@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from podyn_fast import retry
 from podyn_fast._core import Layout, Reject
 from podyn_fast.postgres import ddl
 
@@ -270,6 +269,20 @@ def layout(conn: psycopg.Connection[Any], schema: str, state: TableState) -> Lay
     )
 
 
+def lock_registry(conn: psycopg.Connection[Any], schema: str, table: str) -> tuple[str | None, int]:
+    """In the caller's transaction: the table's overflow column and number of registered columns,
+    which stay so until it ends (``add_columns`` locks the same row FOR UPDATE)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT t.document_column, (SELECT count(*) FROM {} c WHERE c.table_name = t.table_name)"
+            " FROM {} t WHERE t.table_name = %s FOR SHARE OF t"
+        ).format(_q(schema, "columns"), _q(schema, "tables")),
+        [table],
+    ).fetchone()
+    assert row is not None, f"table {table!r} has no state"
+    return row[0], int(row[1])
+
+
 def add_columns(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -288,13 +301,12 @@ def add_columns(
     changed). The ALTER waits at most ``lock_timeout_ms`` for other transactions on the table (a
     waiting ALTER blocks every newcomer behind it); then the whole transaction is tried again.
     """
-    attempt = 0
+    backoff = retry.Backoff(0.05, 2.0)
     while True:
         try:
             return _add_columns(conn, schema, state, unknown, column_limit, lock_timeout_ms)
         except psycopg.errors.LockNotAvailable:
-            attempt += 1
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311
+            backoff.sleep()
 
 
 def _add_columns(

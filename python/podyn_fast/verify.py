@@ -22,12 +22,13 @@ from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout
+from podyn_fast.codec import Codec, Page, Unknown
 from podyn_fast.dynamo.raw import RawDynamo
 from podyn_fast.errors import VerifyError
 from podyn_fast.postgres import connect, ddl
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.settings import VerifyConfig
-from podyn_fast.worker import Page, RateLimiter, SegmentReader
+from podyn_fast.worker import RateLimiter, SegmentReader
 
 # Examples of each kind of difference shown per table.
 EXAMPLES = 5
@@ -81,14 +82,15 @@ def run(cfg: VerifyConfig) -> list[TableVerdict]:
 class _Table:
     def __init__(self, conn: psycopg.Connection[Any], dynamo: RawDynamo, cfg: VerifyConfig, table: state.TableState):
         self.conn, self.dynamo, self.cfg, self.table = conn, dynamo, cfg, table
-        self.layout = state.layout(conn, cfg.state_schema, table)
-        self.target_columns = set(self.layout.column_names)
-        self.keys = ddl.key_column_names(self.layout)
+        layout = state.layout(conn, cfg.state_schema, table)
+        self.target_columns = set(layout.column_names)
+        self.keys = ddl.key_column_names(layout)
         self.verdict = TableVerdict(table.table_name)
         # Temporary tables: this page's encoded rows, and every key read so far.
         self.rows_name = "podyn_verify_rows"
         self.rows = sql.Identifier("pg_temp", self.rows_name)
         self.seen = sql.Identifier("pg_temp", "podyn_verify_keys")
+        self.codec = _ScratchCodec(conn, table, layout, self.rows_name, self.verdict.no_column)
 
     def verify(self) -> TableVerdict:
         t = self.table
@@ -151,7 +153,7 @@ class _Table:
                         segment=segment,
                         total_segments=total,
                         start_key=None,
-                        layout=self.layout,
+                        layout=self.codec.layout,
                         limiter=limiter,
                         consistent_read=self.cfg.consistent_read,
                     )
@@ -189,18 +191,8 @@ class _Table:
                     pages.get(timeout=0.1)
 
     def _compare(self, page: Page) -> None:
-        # Readers encode with the layout they started with; this one may have grown since.
-        layout = self.layout
-        encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
-        if encoded.unknown:
-            # Attributes the target has no column for: encode them into columns of our own, which
-            # the target side compares as NULL, so those rows differ.
-            self.verdict.no_column |= {a for a, _ in encoded.unknown}
-            layout = self.layout.with_columns(self.layout.plan_columns(list(encoded.unknown)))
-            new = [c for c in layout.columns if c[2] not in self.target_columns]
-            self.conn.execute(ddl.add_columns("pg_temp", self.rows_name, new))
-            self.layout = layout
-            encoded = layout.encode_scan_page(page.body)
+        encoded = self.codec.complete(page)
+        layout = self.codec.layout
         self.verdict.source_items += encoded.row_count
         self.verdict.rejects += len(encoded.rejects)
         if not encoded.row_count:
@@ -277,3 +269,26 @@ def summary_lines(verdicts: Sequence[TableVerdict]) -> list[str]:
                 detail = f" (columns {', '.join(d.columns)})" if d.columns else ""
                 lines.append(f"  {kind}: {d.key}{detail}")
     return lines
+
+
+class _ScratchCodec(Codec):
+    """Verify's codec: an attribute the target has no column for gets a column of the scratch
+    table only, which the target side compares as NULL, so the rows that have it differ."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        table: state.TableState,
+        layout: Layout,
+        scratch: str,
+        no_column: set[str],
+    ) -> None:
+        super().__init__(table, layout)
+        self.conn, self.scratch, self.no_column = conn, scratch, no_column
+
+    def extend(self, unknown: Unknown) -> None:
+        self.no_column |= {a for a, _ in unknown}
+        layout = self.layout.with_columns(self.layout.plan_columns(list(unknown)))
+        new = [c for c in layout.columns if c not in self.layout.columns]
+        self.conn.execute(ddl.add_columns("pg_temp", self.scratch, new))
+        self.layout = layout

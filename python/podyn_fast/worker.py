@@ -14,31 +14,22 @@ import gc
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 
 import psycopg
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 from psycopg.copy import QueuedLibpqWriter
 
-from podyn_fast import logs, state
-from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Layout, Reject
+from podyn_fast import logs, retry, state
+from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout, Reject
+from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo.raw import RawDynamo
-from podyn_fast.errors import BodyChecksumError, BodyError, LeaseLost
+from podyn_fast.errors import BodyError, LeaseLost
 from podyn_fast.postgres import citus, connect
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.secrets import clean
 from podyn_fast.settings import MigrateConfig
-
-# Error codes DynamoDB uses for "too fast"; botocore retries them first, we keep going after.
-THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-# Give up on one Scan request after failing this long beyond botocore's own retries: throttling
-# passes when the table's capacity allows; server errors that last minutes will not.
-MAX_THROTTLED_SECONDS = 600.0
-MAX_FAILING_SECONDS = 120.0
 
 log = logging.getLogger("podyn_fast")
 APPLICATION = "podyn-fast migrate"
@@ -83,24 +74,6 @@ class RateLimiter:
             self.slowdown = min(self.slowdown * 2, 64.0)
 
 
-def _classify(e: ClientError | BodyChecksumError | HTTPClientError | BotoConnectionError) -> tuple[bool, bool]:
-    """(worth retrying, was throttling) for a failed Scan request."""
-    if not isinstance(e, ClientError):
-        return True, False  # a damaged body, or the network: timeouts, refused or dropped connections
-    throttled = e.response.get("Error", {}).get("Code") in THROTTLING
-    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return throttled or status >= 500, throttled
-
-
-@dataclass
-class Page:
-    """A Scan page as read, encoded with the layout that was current when it arrived."""
-
-    body: bytes
-    layout: Layout
-    encoded: Encoded
-
-
 @dataclass
 class _End:
     """The reader reached the end of the segment, or failed."""
@@ -134,7 +107,7 @@ class SegmentReader(threading.Thread):
 
     def run(self) -> None:
         key = self.start_key
-        unreadable = 0
+        unreadable = retry.Backoff(0.1, 2.0)
         try:
             while not self.stopping.is_set():
                 body = self._scan(key)
@@ -143,18 +116,17 @@ class SegmentReader(threading.Thread):
                     encoded = layout.encode_scan_page(body)
                 except BodyError as e:
                     # Cut short or garbled on the way, with no CRC to tell: ask again, a few times.
-                    unreadable += 1
-                    if unreadable > MAX_UNREADABLE:
+                    if unreadable.attempts >= MAX_UNREADABLE:
                         raise BodyError(
-                            f"Scan of {self.table} segment {self.segment}: {unreadable} unreadable answers in a row "
-                            f"for the same page ({e})"
+                            f"Scan of {self.table} segment {self.segment}: {unreadable.attempts + 1} unreadable "
+                            f"answers in a row for the same page ({e})"
                         ) from None
                     log.warning(
                         "Scan of %s segment %d: unreadable answer (%s); asking again", self.table, self.segment, e
                     )
-                    time.sleep(random.uniform(0, 0.1 * 2**unreadable))  # noqa: S311
+                    unreadable.sleep()
                     continue
-                unreadable = 0
+                unreadable.reset()
                 self.limiter.charge(encoded.consumed_capacity)
                 self._put(Page(body, layout, encoded))
                 key = encoded.last_evaluated_key
@@ -173,8 +145,7 @@ class SegmentReader(threading.Thread):
                 continue
 
     def _scan(self, key: bytes | None) -> bytes:
-        started = time.monotonic()
-        attempt = 0
+        backoff = retry.Backoff(0.5, 20.0)
         while True:
             self.limiter.wait()
             try:
@@ -185,16 +156,13 @@ class SegmentReader(threading.Thread):
                     exclusive_start_key=key,
                     consistent_read=self.consistent_read,
                 )
-            except (ClientError, BodyChecksumError, HTTPClientError, BotoConnectionError) as e:
-                retryable, throttled = _classify(e)
-                limit = MAX_THROTTLED_SECONDS if throttled else MAX_FAILING_SECONDS
-                if not retryable or time.monotonic() - started > limit or self.stopping.is_set():
+            except retry.AWS_FAILURES as e:
+                failure = retry.aws_failure(e)
+                if not failure.transient or backoff.failing_for() > failure.give_up_after or self.stopping.is_set():
                     raise
-                if throttled:
+                if failure.throttled:
                     self.limiter.throttled()
-                # botocore already retried with backoff; keep backing off, with jitter, up to 20 s.
-                attempt += 1
-                delay = random.uniform(0, min(20.0, 0.5 * 2**attempt))  # noqa: S311
+                delay = backoff.delay()
                 log.warning(
                     "Scan of %s segment %d failed after retries (%s); trying again in %.1f s",
                     self.table,
@@ -202,7 +170,8 @@ class SegmentReader(threading.Thread):
                     e,
                     delay,
                 )
-                time.sleep(delay)
+                if self.stopping.wait(delay):
+                    raise
 
     def next_page(self) -> Page | None:
         item = self.pages.get()
@@ -240,8 +209,7 @@ class Loader:
         # collector from walking them again on every full collection.
         gc.freeze()
         self.owner = state.owner_id()
-        self.tables: dict[str, state.TableState] = {}
-        self.layouts: dict[str, Layout] = {}
+        self.codecs: dict[str, RegistryCodec] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.result = WorkerResult()
 
@@ -278,26 +246,25 @@ class Loader:
                 raise
         return self.result
 
-    def _table(self, name: str) -> tuple[state.TableState, Layout]:
-        if name not in self.tables:
+    def _codec(self, name: str) -> RegistryCodec:
+        if name not in self.codecs:
             found = state.get_table(self.conn, self.cfg.state_schema, name)
             assert found is not None, f"table {name!r} has segments but no state"
-            self.tables[name] = found
-            self.layouts[name] = state.layout(self.conn, self.cfg.state_schema, found)
+            self.codecs[name] = RegistryCodec(lambda: self.conn, self.cfg.state_schema, found, self.cfg.column_limit)
             self.limiters[name] = RateLimiter(self.cfg.scan_rate)
-        return self.tables[name], self.layouts[name]
+        return self.codecs[name]
 
     def load_segment(self, held: state.Claim) -> None:
-        table, layout = self._table(held.table_name)
+        codec = self._codec(held.table_name)
         limiter = self.limiters[held.table_name]
         limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
         reader = SegmentReader(
             self.dynamo,
             held.table_name,
             segment=held.segment,
-            total_segments=table.total_segments,
+            total_segments=codec.table.total_segments,
             start_key=held.last_key,
-            layout=layout,
+            layout=codec.layout,
             limiter=limiter,
             consistent_read=self.cfg.consistent_read,
         )
@@ -308,10 +275,11 @@ class Loader:
             # The position committed last: each transaction moves it on, and only from there.
             position = held.last_key
             while not done:
-                done, pending, unknown, position = self._transaction(held, table, reader, pending, position)
+                done, pending, unknown, position = self._transaction(held, codec, reader, pending, position)
                 if unknown:
-                    table = self._add_columns(table, unknown)
-                    reader.layout = self.layouts[held.table_name]
+                    # Outside the transaction: the ALTER must not wait behind this session's COPY.
+                    codec.extend(unknown)
+                    reader.layout = codec.layout
                 limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
         finally:
             reader.stop()
@@ -319,7 +287,7 @@ class Loader:
     def _transaction(
         self,
         held: state.Claim,
-        table: state.TableState,
+        codec: RegistryCodec,
         reader: SegmentReader,
         pending: Page | None,
         position: bytes | None,
@@ -330,7 +298,7 @@ class Loader:
         Returns (segment done, a page left for the next transaction, attributes to add first, the
         position now committed).
         """
-        layout = self.layouts[held.table_name]
+        layout, table = codec.layout, codec.table
         schema = self.cfg.state_schema
         last_key = position
         done = False
@@ -351,7 +319,7 @@ class Loader:
                     if page is None:
                         done = True
                         break
-                    encoded = page.encoded if page.layout is layout else layout.encode_scan_page(page.body)
+                    encoded = codec.current(page)
                     if encoded.unknown:
                         pending, unknown = page, encoded.unknown
                         break
@@ -391,15 +359,6 @@ class Loader:
         self.result.rejects += len(rejects)
         self.result.bytes += nbytes
         return done, pending, unknown, last_key
-
-    def _add_columns(self, table: state.TableState, unknown: tuple[tuple[str, str], ...]) -> state.TableState:
-        """Register and add columns, then use the layout that has them."""
-        updated = state.add_columns(
-            self.conn, self.cfg.state_schema, table, unknown, column_limit=self.cfg.column_limit
-        )
-        self.tables[table.table_name] = updated
-        self.layouts[table.table_name] = state.layout(self.conn, self.cfg.state_schema, updated)
-        return updated
 
 
 def init_process(coordinator: int, json_logs: bool) -> None:

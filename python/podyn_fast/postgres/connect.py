@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from podyn_fast import retry
 from podyn_fast.postgres import liveness
 from podyn_fast.postgres.liveness import WatchedConnection
 
@@ -45,17 +46,15 @@ def reconnect(
     session = old.watch[1] if old.watch else None
     with contextlib.suppress(psycopg.Error):
         old.close()
-    stop = stop or threading.Event()
-    started, delay = time.monotonic(), 0.5
+    backoff = retry.Backoff(0.5, 10.0)
     while True:
-        if stop.wait(delay):
+        if backoff.sleep(stop):
             raise error
         try:
             conn = connect(url, application_name)
         except psycopg.OperationalError:
-            if time.monotonic() - started > RECONNECT_FOR:
+            if backoff.failing_for() > RECONNECT_FOR:
                 raise error from None
-            delay = min(delay * 2, 10.0)
             continue
         if session is not None:
             _end_session(conn, session)

@@ -1,0 +1,96 @@
+"""One retry policy: which failures are worth another try, and how long to wait before it.
+
+Every loop that waits on an error takes its delays from a ``Backoff`` and its verdicts from
+``aws_failure``; botocore's own retries (standard mode) come first, so what reaches these loops
+has failed several times already.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from podyn_fast.errors import BodyChecksumError
+
+# What DynamoDB and DynamoDB Streams answer when asked too fast.
+THROTTLING = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    }
+)
+# How long a failing request is tried again before the error is reported: throttling passes when
+# the table's capacity allows; server errors and a network that fail for minutes will not.
+THROTTLED_FOR = 600.0
+FAILING_FOR = 120.0
+
+# The failures of an AWS call that aws_failure judges.
+AWS_FAILURES = (ClientError, HTTPClientError, BotoConnectionError, BodyChecksumError)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed AWS call tells."""
+
+    transient: bool
+    """Asking again later may succeed."""
+    throttled: bool
+    why: str
+
+    @property
+    def give_up_after(self) -> float:
+        return THROTTLED_FOR if self.throttled else FAILING_FOR
+
+
+def aws_failure(e: BaseException) -> Failure:
+    """The verdict on ``e``, raised by an AWS call: throttling, a server error (5xx), a damaged
+    body or the network (timeouts, refused or dropped connections) are transient; the rest (a
+    missing table, a denied permission, a bad request) is not."""
+    if isinstance(e, ClientError):
+        code = str(e.response.get("Error", {}).get("Code"))
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        throttled = code in THROTTLING
+        return Failure(throttled or status >= 500, throttled, code)
+    if isinstance(e, HTTPClientError | BotoConnectionError | BodyChecksumError):
+        return Failure(True, False, type(e).__name__)
+    return Failure(False, False, type(e).__name__)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: the n-th delay is drawn from [0, min(cap, base·2ⁿ)],
+    so that many clients failing together do not come back together."""
+
+    def __init__(self, base: float, cap: float, *, jitter: bool = True) -> None:
+        self.base, self.cap, self.jitter = base, cap, jitter
+        self.attempts = 0
+        self.started = time.monotonic()
+
+    def delay(self) -> float:
+        """The next delay (and one attempt more)."""
+        self.attempts += 1
+        ceiling = min(self.cap, self.base * 2**self.attempts)
+        return random.uniform(0, ceiling) if self.jitter else ceiling  # noqa: S311  (jitter, not a secret)
+
+    def sleep(self, stop: threading.Event | None = None) -> bool:
+        """Wait the next delay; True when ``stop`` was set meanwhile."""
+        seconds = self.delay()
+        if stop is None:
+            time.sleep(seconds)
+            return False
+        return stop.wait(seconds)
+
+    def failing_for(self) -> float:
+        """Seconds since the first failure (since this backoff was made or last reset)."""
+        return time.monotonic() - self.started
+
+    def reset(self) -> None:
+        """After a success: the next failure starts from the first delay again."""
+        self.attempts = 0
+        self.started = time.monotonic()
