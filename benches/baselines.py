@@ -27,7 +27,7 @@ from psycopg import sql
 
 from benches.encode import _to_python
 from podyn_fast import _core
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.postgres import ddl
 
 

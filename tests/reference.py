@@ -1,6 +1,6 @@
 """An independent reference of what PostgreSQL must hold for DynamoDB items, and helpers to load and check.
 
-The reference follows design.md §4 and reference/dynamodb.md §2 directly, in plain Python (Decimal,
+The reference follows docs/type-mapping.md and docs/dynamodb.md directly, in plain Python (Decimal,
 base64, json); it shares no logic with the Rust core, so a bug there cannot hide in both places.
 """
 
@@ -59,7 +59,7 @@ def b64(raw: str) -> bytes:
     return base64.b64decode(raw.encode("ascii"), validate=True)
 
 
-# How each tag's value reads back from jsonb (design.md §4): sets as arrays, B as its base64 text.
+# How each tag's value reads back from jsonb (docs/type-mapping.md): sets as arrays, B as its base64 text.
 _PLAIN: dict[str, Any] = {
     "S": lambda v: v,
     "B": lambda v: v,

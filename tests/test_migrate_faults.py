@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from podyn_fast import _core, state
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.errors import BodyChecksumError
 from tests import reference
 from tests.fix_pg import committed_items

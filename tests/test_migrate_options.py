@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from podyn_fast import state
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from tests import reference
 from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT, migrate_cmd
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item

@@ -18,7 +18,7 @@ import pytest
 from psycopg.rows import TupleRow
 
 from podyn_fast import _core
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from tests import reference
 from tests.fix_dynamo import REGION
 from tests.moto_migrate import random_value

@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from podyn_fast import _core
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT
 from tests.servers.scan import (
     PAGE_BYTES,

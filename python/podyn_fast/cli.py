@@ -20,11 +20,12 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from podyn_fast import __version__, bulk, dryrun, explain, logs
+from podyn_fast import __version__, explain, logs
 from podyn_fast import status as status_
 from podyn_fast import verify as verify_
 from podyn_fast.errors import NoState, PodynError
-from podyn_fast.follow import Follower, FollowReport
+from podyn_fast.follow.follower import Follower, FollowReport
+from podyn_fast.migrate import coordinator, dryrun
 from podyn_fast.postgres import connect
 from podyn_fast.secrets import clean, redacted
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
@@ -319,7 +320,7 @@ def migrate(
         return
     if not load:
         with _reported(console, url):
-            reports = bulk.run(cfg, console)
+            reports = coordinator.run(cfg, console)
         names = ", ".join(r.name for r in reports)
         _say(console, f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
         return
@@ -334,7 +335,7 @@ def migrate(
         )
         follower = Following(fcfg, console)
     with _reported(console, url):
-        reports = bulk.run(cfg, console, on_planned=follower.start if follower else None)
+        reports = coordinator.run(cfg, console, on_planned=follower.start if follower else None)
         if follower is not None:
             _summary(console, reports)
             follower.wait()
@@ -361,8 +362,8 @@ def migrate(
         raise typer.Exit(1)
 
 
-def _summary(console: Console, reports: list[bulk.TableReport]) -> None:
-    _say(console, "migrate summary", bulk.summary(reports), tables=[dataclasses.asdict(r) for r in reports])
+def _summary(console: Console, reports: list[coordinator.TableReport]) -> None:
+    _say(console, "migrate summary", coordinator.summary(reports), tables=[dataclasses.asdict(r) for r in reports])
 
 
 def _dry_run(console: Console, cfg: MigrateConfig) -> None:

@@ -52,7 +52,7 @@ class MigrateConfig:
     """Columns per table before further attributes go to the overflow jsonb column (PostgreSQL allows 1600)."""
     defer_primary_key: bool = False
     commit_bytes: int = 16 << 20
-    """Rows per transaction, in bytes of COPY data: large transactions load fastest (postgres-ingest.md)."""
+    """Rows per transaction, in bytes of COPY data: large transactions load fastest (docs/postgres.md)."""
     commit_seconds: float = 5.0
     """Commit at least this often, so progress and leases stay fresh on slow reads."""
     lease_seconds: float = 60.0

@@ -23,12 +23,12 @@ from psycopg import sql
 from podyn_fast import state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Layout
 from podyn_fast.codec import Codec, Page, Unknown
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
+from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
 from podyn_fast.errors import VerifyError
 from podyn_fast.postgres import connect, ddl
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.settings import VerifyConfig
-from podyn_fast.worker import RateLimiter, SegmentReader
 
 # Examples of each kind of difference shown per table.
 EXAMPLES = 5

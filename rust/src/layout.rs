@@ -13,7 +13,7 @@ use crate::types::{ColumnType, DynType};
 /// How items map to columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// One column per attribute and type (design.md §4).
+    /// One column per attribute and type (docs/type-mapping.md).
     Columns,
     /// Registered columns (at least the keys) plus one `jsonb` column holding the whole item.
     Jsonb,

@@ -1,4 +1,4 @@
-//! The DynamoDB → PostgreSQL type mapping (design.md §4): one table, read by the encoders and,
+//! The DynamoDB → PostgreSQL type mapping (docs/type-mapping.md): one table, read by the encoders and,
 //! through the bindings, by the DDL code, so both always agree.
 
 /// A DynamoDB attribute value type, as tagged on the wire.

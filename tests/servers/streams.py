@@ -1,7 +1,7 @@
 """A mutable DynamoDB with DynamoDB Streams, over real HTTP: for testing the stream follower.
 
 moto keeps one shard per table that never splits or closes, never expires iterators or trims data,
-emits records for writes that change nothing and cannot re-enable a stream (docs reference §6). This
+emits records for writes that change nothing and cannot re-enable a stream (see docs/dynamodb.md). This
 server does what DynamoDB does in those places, so a follower is tested against the hard parts:
 shard lineage, closed shards, expiry, trimming, new streams.
 

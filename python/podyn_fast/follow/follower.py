@@ -26,9 +26,10 @@ from psycopg import sql
 from podyn_fast import retry, state
 from podyn_fast._core import StreamBatch
 from podyn_fast.codec import RegistryCodec
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.errors import FollowError, Gap
-from podyn_fast.postgres import apply, citus, connect
+from podyn_fast.follow import apply
+from podyn_fast.postgres import citus, connect
 from podyn_fast.settings import FollowConfig
 
 log = logging.getLogger("podyn_fast")

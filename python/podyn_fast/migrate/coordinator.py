@@ -1,4 +1,4 @@
-"""`migrate`: plan the tables, run the loader processes, build indexes, report.
+"""`migrate`'s coordinator: plan the tables, run the loader processes, build indexes, report.
 
 The coordinator holds no state of its own: tables, columns and segment positions are in the state
 schema, so the same command run again (or on another host, at the same time) picks up where any
@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from botocore.exceptions import ClientError
-from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from podyn_fast import schema, state
-from podyn_fast._core import Layout, column_type
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast import state
+from podyn_fast.dynamo.client import RawDynamo
+from podyn_fast.dynamo.tables import describe, list_tables
 from podyn_fast.errors import MigrateError
-from podyn_fast.postgres import connect, ddl
+from podyn_fast.migrate.plan import finish, plan
+from podyn_fast.migrate.worker import init_process, w_load
+from podyn_fast.postgres import connect
 from podyn_fast.settings import MigrateConfig
-from podyn_fast.worker import init_process, w_load
 
 log = logging.getLogger("podyn_fast")
 APPLICATION = "podyn-fast migrate"
@@ -60,143 +59,6 @@ def make_executor(workers: int, *, json_logs: bool = False) -> Executor:
         initializer=init_process,
         initargs=(os.getpid(), json_logs),
     )
-
-
-def describe(dynamo: RawDynamo, name: str) -> schema.SourceTable:
-    try:
-        return schema.source_table(dynamo.client.describe_table(TableName=name)["Table"])
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            where = dynamo.client.meta.region_name
-            raise MigrateError(f"DynamoDB table {name!r} not found (region {where})") from None
-        raise
-
-
-def wanted_state(cfg: MigrateConfig, source: schema.SourceTable) -> tuple[state.TableState, list[tuple[str, str, str]]]:
-    """The state a first run records for ``source`` with these settings, and its first columns."""
-    columns = schema.initial_columns(source, lower_case=cfg.lower_case)
-    wanted = state.TableState(
-        table_name=source.name,
-        target_schema=cfg.target_schema,
-        target_table=schema.target_table_name(source.name),
-        mode=cfg.mode,
-        lower_case=cfg.lower_case,
-        keys=source.keys,
-        indexes=source.indexes,
-        total_segments=cfg.segments or schema.default_segments(source, cfg.workers),
-        deferred_primary_key=cfg.defer_primary_key,
-        phase="loading",
-        document_column=schema.document_column(columns) if cfg.mode == "jsonb" else None,
-    )
-    return wanted, columns
-
-
-def index_statements(table: state.TableState, layout: Layout) -> list[sql.Composed]:
-    """``CREATE INDEX`` for each secondary index, on the columns of its key attributes."""
-    by_attr = {(a, t): c for a, t, c in layout.columns}
-    return [
-        ddl.create_index(
-            table.target_schema,
-            table.target_table,
-            schema.index_name(table.target_table, index),
-            [by_attr[(a, column_type(t) or "text")] for a, t in attrs],
-        )
-        for index, attrs in table.indexes
-    ]
-
-
-def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: schema.SourceTable) -> state.TableState:
-    """Describe the table, record it in the state schema (first run only) and create its target
-    table. A rerun with other settings than the first is refused rather than mixed."""
-    name = source.name
-    wanted, columns = wanted_state(cfg, source)
-    recorded = state.register_table(
-        conn, cfg.state_schema, wanted, columns, item_count=source.item_count, size_bytes=source.size_bytes
-    )
-    for attr, mine, theirs in (
-        ("mode", wanted.mode, recorded.mode),
-        ("lower_case", wanted.lower_case, recorded.lower_case),
-        ("target_schema", wanted.target_schema, recorded.target_schema),
-        ("keys", wanted.keys, recorded.keys),
-    ):
-        if mine != theirs:
-            raise MigrateError(
-                f"table {name!r} was first migrated with {attr}={theirs!r}, this run asks for {mine!r}: "
-                f"run with the same settings to resume, or drop the target table and delete its rows from "
-                f"{cfg.state_schema}.tables to start over"
-            )
-    if cfg.segments is not None and cfg.segments != recorded.total_segments:
-        raise MigrateError(
-            f"table {name!r} is being loaded with {recorded.total_segments} segments (fixed at its first run); "
-            f"drop --segments or set it to {recorded.total_segments}"
-        )
-    layout = state.layout(conn, cfg.state_schema, recorded)
-    with conn.transaction():
-        state.setup_lock(conn)
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(recorded.target_schema)))
-        target = sql.Identifier(recorded.target_schema, recorded.target_table).as_string(conn)
-        existed = conn.execute("SELECT to_regclass(%s)", [target]).fetchone() != (None,)
-        conn.execute(
-            ddl.create_table(
-                recorded.target_schema, recorded.target_table, layout, primary_key=not recorded.deferred_primary_key
-            )
-        )
-        if existed:
-            _check_compatible(conn, recorded, layout)
-        if cfg.citus and not existed:
-            # In the transaction that creates it: a table is never left created but not distributed.
-            conn.execute(ddl.distribute(recorded.target_schema, recorded.target_table, layout))
-    return recorded
-
-
-def _check_compatible(conn: psycopg.Connection[Any], table: state.TableState, layout: Layout) -> None:
-    """A target table that exists already must have every column of the layout, of its type: else
-    it is someone else's table (or from another tool), and loading into it would fail or mix data."""
-    found = dict(
-        conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            [sql.Identifier(table.target_schema, table.target_table).as_string(conn)],
-        ).fetchall()
-    )
-    wanted = [(c, t) for _, t, c in layout.columns] + ([(layout.document, "jsonb")] if layout.document else [])
-    for column, ty in wanted:
-        if found.get(column) != ty:
-            has = f"is {found[column]}" if column in found else "is missing"
-            raise MigrateError(
-                f"target table {table.target_schema}.{table.target_table} exists but does not fit DynamoDB table "
-                f"{table.table_name!r}: column {column!r} {has}, {ty} expected; drop or rename it, or load into "
-                f"another schema with --target-schema"
-            )
-
-
-def finish(conn: psycopg.Connection[Any], cfg: MigrateConfig, table: state.TableState) -> None:
-    """After the last segment: the primary key if it was deferred, then the secondary indexes
-    (built once over all rows, as pg_restore does), then the phase."""
-    layout = state.layout(conn, cfg.state_schema, table)
-    with conn.transaction():
-        state.setup_lock(conn)
-        if table.deferred_primary_key:
-            has_pk = conn.execute(
-                "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
-                [sql.Identifier(table.target_schema, table.target_table).as_string(conn)],
-            ).fetchone()
-            if not has_pk:
-                conn.execute(ddl.add_primary_key(table.target_schema, table.target_table, layout))
-        for statement in index_statements(table, layout):
-            conn.execute(statement)
-    state.set_phase(conn, cfg.state_schema, table.table_name, "loaded")
-
-
-def list_tables(dynamo: RawDynamo) -> list[str]:
-    names: list[str] = []
-    kwargs: dict[str, Any] = {}
-    while True:
-        page = dynamo.client.list_tables(**kwargs)
-        names += page.get("TableNames", [])
-        if "LastEvaluatedTableName" not in page:
-            return names
-        kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
 
 
 def run(

@@ -15,16 +15,17 @@ from typing import BinaryIO
 
 from psycopg import sql
 
-from podyn_fast import schema, state
+from podyn_fast import state
 from podyn_fast._core import Layout
-from podyn_fast.bulk import describe, index_statements, list_tables, wanted_state
 from podyn_fast.codec import Codec, Unknown
-from podyn_fast.dynamo.raw import RawDynamo
+from podyn_fast.dynamo.client import RawDynamo
+from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
+from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import MigrateError
+from podyn_fast.migrate.plan import index_statements, wanted_state
 from podyn_fast.postgres import ddl
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.settings import MigrateConfig
-from podyn_fast.worker import RateLimiter, SegmentReader
 
 log = logging.getLogger("podyn_fast")
 
@@ -73,7 +74,7 @@ def run(cfg: MigrateConfig, out: BinaryIO) -> list[DryRunReport]:
     return [_table(dynamo, cfg, source, script) for source in sources]
 
 
-def _table(dynamo: RawDynamo, cfg: MigrateConfig, source: schema.SourceTable, script: Script) -> DryRunReport:
+def _table(dynamo: RawDynamo, cfg: MigrateConfig, source: SourceTable, script: Script) -> DryRunReport:
     table, columns = wanted_state(cfg, source)
     layout = Layout(table.keys, columns, mode=cfg.mode, document=table.document_column, lower_case=table.lower_case)
     script.comment(f"\ntable {source.name}")

@@ -1,0 +1,1 @@
+"""follow: apply DynamoDB Streams changes to the migrated tables, exactly once."""
