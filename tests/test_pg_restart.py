@@ -6,9 +6,11 @@ process, ending exact.
 
 from __future__ import annotations
 
+import logging
 import random
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from podyn_fast import state
 from podyn_fast.embedded.postgres import EmbeddedPostgres
+from podyn_fast.postgres import connect
 from tests import reference
 from tests.fix_pg import applied_records, committed_items
 from tests.fix_scan_server import TYPICAL, TYPICAL_COUNT
@@ -204,3 +207,30 @@ def test_follow_survives_a_drop_at_every_point_of_its_apply_transaction(
     assert stderr.count("ending the previous session") == len(POINTS) * len(KINDS), stderr
     assert "Traceback" not in stderr, stderr
     _follow_exact(dsn, state_schema, target, server, "Drops")
+
+
+def test_a_loader_starting_while_postgres_is_down_waits_for_it(
+    own_pg: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A loader process spawned while the server restarts must wait for it, not fail the whole
+    # migrate (found by running the restart test 20 times in a row: a worker started in the window).
+    restarting = threading.Thread(target=own_pg.restart, kwargs={"down_seconds": 3})
+    restarting.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the server refuses connections
+            try:
+                psycopg.connect(own_pg.dsn, connect_timeout=2).close()
+            except psycopg.OperationalError:
+                break
+            assert time.monotonic() < deadline, "the server never went down"
+            time.sleep(0.01)
+        with pytest.raises(psycopg.OperationalError):
+            connect.connect(own_pg.dsn, "podyn-fast test")  # a command's first connection: at once
+        with caplog.at_level(logging.WARNING, logger="podyn_fast"):
+            conn = connect.connect_patiently(own_pg.dsn, "podyn-fast test")
+        with conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert "cannot connect to PostgreSQL" in caplog.text and "connected to PostgreSQL" in caplog.text
+    finally:
+        restarting.join()

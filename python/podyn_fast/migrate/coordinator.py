@@ -164,7 +164,7 @@ class _ProgressReader:
 
     def __init__(self, cfg: MigrateConfig) -> None:
         self.cfg = cfg
-        self.conn = connect.connect(cfg.postgres_url, APPLICATION)
+        self.conn = connect.connect_patiently(cfg.postgres_url, APPLICATION)
 
     def read(self, names: Iterable[str]) -> dict[str, state.Progress]:
         while True:

@@ -52,7 +52,8 @@ class Loader:
 
     def __init__(self, cfg: MigrateConfig) -> None:
         self.cfg = cfg
-        self.conn = connect.connect(cfg.postgres_url, APPLICATION)
+        # The coordinator connected already: a server that cannot be reached now is restarting.
+        self.conn = connect.connect_patiently(cfg.postgres_url, APPLICATION)
         self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
         # The modules and botocore's service model live as long as the process: keep the cyclic
         # collector from walking them again on every full collection.

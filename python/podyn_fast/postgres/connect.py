@@ -46,20 +46,39 @@ def reconnect(
     session = old.watch[1] if old.watch else None
     with contextlib.suppress(psycopg.Error):
         old.close()
+    conn = _connect_patiently(url, application_name, stop, error)
+    if session is not None:
+        _end_session(conn, session)
+    log.warning("reconnected to PostgreSQL")
+    return conn
+
+
+def connect_patiently(url: str, application_name: str) -> WatchedConnection:
+    """``connect``, tried again with backoff for up to RECONNECT_FOR seconds while PostgreSQL
+    cannot be reached: for processes that join a run already under way (a loader starting while
+    the server restarts). A command's first connection fails at once instead, so that a wrong URL
+    is said at once."""
+    try:
+        return connect(url, application_name)
+    except psycopg.OperationalError as e:
+        log.warning("cannot connect to PostgreSQL (%s); trying again", " ".join(str(e).split()))
+        conn = _connect_patiently(url, application_name, None, e)
+        log.warning("connected to PostgreSQL")
+        return conn
+
+
+def _connect_patiently(
+    url: str, application_name: str, stop: threading.Event | None, error: psycopg.OperationalError
+) -> WatchedConnection:
     backoff = retry.Backoff(0.5, 10.0)
     while True:
         if backoff.sleep(stop):
             raise error
         try:
-            conn = connect(url, application_name)
+            return connect(url, application_name)
         except psycopg.OperationalError:
             if backoff.failing_for() > RECONNECT_FOR:
                 raise error from None
-            continue
-        if session is not None:
-            _end_session(conn, session)
-        log.warning("reconnected to PostgreSQL")
-        return conn
 
 
 # The pair (pid, start time) tells that session from a later one reusing the pid.
