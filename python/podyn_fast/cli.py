@@ -21,7 +21,6 @@ from rich.table import Table
 from rich.text import Text
 
 from podyn_fast import __version__, explain, logs
-from podyn_fast import status as status_
 from podyn_fast import verify as verify_
 from podyn_fast.errors import NoState, PodynError
 from podyn_fast.follow.follower import Follower, FollowReport
@@ -29,6 +28,7 @@ from podyn_fast.migrate import coordinator, dryrun
 from podyn_fast.postgres import connect
 from podyn_fast.secrets import clean, redacted
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
+from podyn_fast.state import status as status_
 
 log = logging.getLogger("podyn_fast")
 

@@ -64,12 +64,7 @@ class TableVerdict:
 def run(cfg: VerifyConfig) -> list[TableVerdict]:
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
     with connect.connect(cfg.postgres_url, "podyn-fast verify") as conn:
-        names = list(cfg.tables) or [
-            str(r[0])
-            for r in conn.execute(
-                sql.SQL("SELECT table_name FROM {} ORDER BY 1").format(sql.Identifier(cfg.state_schema, "tables"))
-            )
-        ]
+        names = list(cfg.tables) or state.table_names(conn, cfg.state_schema)
         verdicts = []
         for name in names:
             table = state.get_table(conn, cfg.state_schema, name)

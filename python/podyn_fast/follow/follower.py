@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 import psycopg
 from botocore.exceptions import ClientError
-from psycopg import sql
 
 from podyn_fast import retry, state
 from podyn_fast._core import StreamBatch
@@ -122,12 +121,7 @@ class Follower:
         schema = self.cfg.state_schema
         state.ensure_schema(self.conn, schema)
         self.citus = citus.installed(self.conn)
-        names = list(only if only is not None else self.cfg.tables) or [
-            r[0]
-            for r in self.conn.execute(
-                sql.SQL("SELECT table_name FROM {} ORDER BY table_name").format(sql.Identifier(schema, "tables"))
-            ).fetchall()
-        ]
+        names = list(only if only is not None else self.cfg.tables) or state.table_names(self.conn, schema)
         if not names:
             raise FollowError(f"no table to follow: run `podyn-fast migrate` first (state schema {schema!r} is empty)")
         for name in names:
@@ -136,11 +130,7 @@ class Follower:
                 raise FollowError(
                     f"table {name!r} has not been migrated: run `podyn-fast migrate --table {name}` first"
                 )
-            # One follower per table: two would apply every change twice.
-            locked = self.conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s))", [f"podyn-fast follow {schema} {name}"]
-            ).fetchone()
-            if not locked or not locked[0]:
+            if not state.lock_follower(self.conn, schema, name):
                 raise FollowError(f"table {name!r} is already being followed by another podyn-fast process")
             if table.stopped:
                 raise FollowError(f"table {name!r} stopped following: {table.stopped}")
@@ -153,32 +143,15 @@ class Follower:
                     f"then re-migrate the table, since changes before the stream existed are not captured"
                 )
             if table.stream_arn is None:
-                self._set(name, "stream_arn", arn)
+                state.set_stream(self.conn, schema, name, arn)
             elif table.stream_arn != arn:
-                self._stop_table_row(name, _new_stream_message(name, table.stream_arn, arn))
+                state.set_stopped(self.conn, schema, name, _new_stream_message(name, table.stream_arn, arn))
                 raise FollowError(_new_stream_message(name, table.stream_arn, arn))
             codec = RegistryCodec(lambda: self.conn, schema, table, self.cfg.column_limit)
             followed = Followed(codec, arn)
-            for shard_id, parent, last_sequence, finished in self.conn.execute(
-                sql.SQL(
-                    "SELECT shard_id, parent_shard_id, last_sequence, finished FROM {}"
-                    " WHERE table_name = %s AND stream_arn = %s"
-                ).format(sql.Identifier(schema, "shards")),
-                [name, arn],
-            ).fetchall():
-                followed.shards[shard_id] = Shard(shard_id, parent, last_sequence, finished)
+            for c in state.shards(self.conn, schema, name, arn):
+                followed.shards[c.shard_id] = Shard(c.shard_id, c.parent, c.last_sequence, c.finished)
             self.followed[name] = followed
-
-    def _set(self, name: str, column: str, value: Any) -> None:
-        self.conn.execute(
-            sql.SQL("UPDATE {} SET {} = %s WHERE table_name = %s").format(
-                sql.Identifier(self.cfg.state_schema, "tables"), sql.Identifier(column)
-            ),
-            [value, name],
-        )
-
-    def _stop_table_row(self, name: str, why: str) -> None:
-        self._set(name, "stopped", why)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -249,7 +222,7 @@ class Follower:
 
     def _stop(self, f: Followed, why: str) -> None:
         f.stopped = why
-        self._stop_table_row(f.table.table_name, why)
+        state.set_stopped(self.conn, self.cfg.state_schema, f.table.table_name, why)
         log.error("%s", why)
 
     def _idle(self, active: list[Followed]) -> bool:
@@ -388,13 +361,7 @@ class Follower:
         """Once the load is done, apply the changes kept during it, then follow live."""
         if f.phase == "following":
             return
-        row = self.conn.execute(
-            sql.SQL("SELECT phase FROM {} WHERE table_name = %s").format(
-                sql.Identifier(self.cfg.state_schema, "tables")
-            ),
-            [f.table.table_name],
-        ).fetchone()
-        f.phase = str(row[0]) if row else "loading"
+        f.phase = state.phase(self.conn, self.cfg.state_schema, f.table.table_name) or "loading"
         if f.phase == "loaded":
             self._drain(f)
             state.set_phase(self.conn, self.cfg.state_schema, f.table.table_name, "following")
@@ -407,12 +374,7 @@ class Follower:
         if f.phase == "loading":
             with self.conn.transaction():
                 if batch.records:
-                    self.conn.execute(
-                        sql.SQL("INSERT INTO {} (table_name, shard_id, body) VALUES (%s, %s, %s)").format(
-                            sql.Identifier(schema, "changes")
-                        ),
-                        [f.table.table_name, shard.shard_id, body],
-                    )
+                    state.keep_change(self.conn, schema, f.table.table_name, shard.shard_id, body)
                 self._checkpoint(f, shard, batch, finished)
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -477,22 +439,12 @@ class Follower:
     def _drain(self, f: Followed) -> None:
         """Apply the changes kept while the table loaded, in the order they were read."""
         schema = self.cfg.state_schema
-        while True:
-            row = self.conn.execute(
-                sql.SQL("SELECT id, body FROM {} WHERE table_name = %s ORDER BY id LIMIT 1").format(
-                    sql.Identifier(schema, "changes")
-                ),
-                [f.table.table_name],
-            ).fetchone()
-            if row is None:
-                return
-            change_id, body = row
-            batches = self._prepare(f, bytes(body))
+        while (change := state.next_change(self.conn, schema, f.table.table_name)) is not None:
+            change_id, body = change
+            batches = self._prepare(f, body)
             with self.conn.transaction(), self.conn.cursor() as cur:
-                self._apply(cur, f, bytes(body), batches)
-                cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(schema, "changes")), [change_id]
-                )
+                self._apply(cur, f, body, batches)
+                state.drop_change(self.conn, schema, change_id)
             f.applied += batches[0].records
             if batches[0].last_created is not None:
                 f.last_created = batches[0].last_created
@@ -500,24 +452,15 @@ class Follower:
     def _checkpoint(self, f: Followed, shard: Shard, batch: StreamBatch, finished: bool) -> None:
         if batch.last_sequence_number is not None:
             shard.last_sequence = batch.last_sequence_number
-        self.conn.execute(
-            sql.SQL(
-                "INSERT INTO {} AS s (table_name, stream_arn, shard_id, parent_shard_id, last_sequence, finished,"
-                " records, last_created) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (table_name, stream_arn, shard_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence,"
-                " finished = EXCLUDED.finished, records = s.records + EXCLUDED.records,"
-                " last_created = coalesce(EXCLUDED.last_created, s.last_created), updated_at = now()"
-            ).format(sql.Identifier(self.cfg.state_schema, "shards")),
-            [
-                f.table.table_name,
-                f.stream_arn,
-                shard.shard_id,
-                shard.parent,
-                shard.last_sequence,
-                finished,
-                batch.records,
-                batch.last_created,
-            ],
+        checkpoint = state.ShardCheckpoint(shard.shard_id, shard.parent, shard.last_sequence, finished)
+        state.checkpoint_shard(
+            self.conn,
+            self.cfg.state_schema,
+            f.table.table_name,
+            f.stream_arn,
+            checkpoint,
+            records=batch.records,
+            last_created=batch.last_created,
         )
 
 

@@ -1,4 +1,4 @@
-"""`podyn-fast status`: where each table stands, read from the state schema alone.
+"""Where each table stands (`podyn-fast status`), read from the state schema alone.
 
 Every loader and follower, on any host, records its progress there, so any machine that reaches
 the database can answer; nothing asks the processes themselves. A follower records its lag every
@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from podyn_fast.errors import NoState
+from podyn_fast.state.schema import qualified
 
 # A follower heartbeat older than this means no follower runs for the table.
 FOLLOWER_GONE = 60.0
@@ -63,11 +64,11 @@ ORDER BY t.table_name
 
 def read(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str] = ()) -> list[TableStatus]:
     """The status of ``tables`` (all when empty) recorded in the state schema ``schema``."""
-    exists = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "tables").as_string(conn)]).fetchone()
+    exists = conn.execute("SELECT to_regclass(%s)", [qualified(schema, "tables").as_string(conn)]).fetchone()
     if exists == (None,):
         raise NoState(schema)
     query = sql.SQL(_QUERY).format(
-        **{name: sql.Identifier(schema, name) for name in ("tables", "segments", "shards", "rejects")}
+        **{name: qualified(schema, name) for name in ("tables", "segments", "shards", "rejects")}
     )
     out = []
     for row in conn.execute(query, {"tables": list(tables)}).fetchall():

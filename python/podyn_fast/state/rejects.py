@@ -1,0 +1,25 @@
+"""Items that cannot be represented (``rejects``): their key, raw JSON and the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from podyn_fast._core import Reject
+from podyn_fast.state.schema import qualified
+
+
+def record_rejects(conn: psycopg.Connection[Any], schema: str, table: str, rejects: Sequence[Reject]) -> None:
+    """Keep rejected items with their raw bytes and reason, in the caller's transaction."""
+    if not rejects:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} (table_name, key, item, reason) VALUES (%s, %s, %s, %s)").format(
+                qualified(schema, "rejects")
+            ),
+            [(table, r.key.decode("utf-8", "replace"), r.item, r.reason) for r in rejects],
+        )

@@ -1,0 +1,194 @@
+"""Scan segments (``segments``): positions committed with their rows, and the leases that let any
+number of processes, on any number of hosts, share one queue (``FOR UPDATE SKIP LOCKED``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from podyn_fast.state.schema import qualified
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A segment leased to one worker."""
+
+    table_name: str
+    segment: int
+    last_key: bytes | None
+    owner: str
+
+
+def owner_id() -> str:
+    """Who holds a lease: host and process, so a rerun on the same host can take over the leases
+    of processes that are gone without waiting for them to expire."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def held_elsewhere(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> tuple[int, int]:
+    """(segments not done, of which nobody could claim now): the latter are leased by live
+    processes, on this host or another, whose leases have not run out."""
+    dead = _dead_local_owners(conn, schema, tables)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= now()"
+            " AND NOT owner = ANY(%s)) FROM {} WHERE table_name = ANY(%s) AND NOT done"
+        ).format(qualified(schema, "segments")),
+        [dead, list(tables)],
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _dead_local_owners(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> list[str]:
+    host = socket.gethostname()
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT owner FROM {} WHERE table_name = ANY(%s) AND NOT done AND owner LIKE %s").format(
+            qualified(schema, "segments")
+        ),
+        [list(tables), host.replace("%", r"\%").replace("_", r"\_") + ":%"],
+    ).fetchall()
+    return [owner for (owner,) in rows if not _alive(int(owner.rsplit(":", 1)[1]))]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host still runs. A zombie does not: an orphaned worker that
+    exited stays one where nothing reaps it, and must not keep its segment for a whole lease."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal check
+
+
+def claim(
+    conn: psycopg.Connection[Any], schema: str, tables: Sequence[str], owner: str, lease_seconds: float
+) -> Claim | None:
+    """Lease the next segment that is not done and not held (or whose lease expired, or whose
+    holder on this host is gone, or that ``owner`` holds already: a loader that lost its
+    connection mid-segment takes it up again). None when every segment is done or held."""
+    dead = _dead_local_owners(conn, schema, tables)
+    with conn.transaction():
+        row = conn.execute(
+            sql.SQL(
+                "UPDATE {seg} s SET owner = %(owner)s, lease_until = now() + %(lease)s * interval '1 second'"
+                " FROM (SELECT table_name, segment FROM {seg}"
+                "       WHERE table_name = ANY(%(tables)s) AND NOT done"
+                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(dead)s) OR owner = %(owner)s)"
+                "       ORDER BY array_position(%(tables)s, table_name), segment"
+                "       LIMIT 1 FOR UPDATE SKIP LOCKED) pick"
+                " WHERE s.table_name = pick.table_name AND s.segment = pick.segment"
+                " RETURNING s.table_name, s.segment, s.last_key"
+            ).format(seg=qualified(schema, "segments")),
+            {"owner": owner, "lease": lease_seconds, "tables": list(tables), "dead": dead},
+        ).fetchone()
+    if row is None:
+        return None
+    return Claim(row[0], row[1], bytes(row[2]) if row[2] is not None else None, owner)
+
+
+def checkpoint(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    held: Claim,
+    *,
+    previous_key: bytes | None,
+    last_key: bytes | None,
+    done: bool,
+    items: int,
+    rejects: int,
+    scanned: int,
+    nbytes: int,
+    pages: int,
+    capacity: float,
+    lease_seconds: float,
+) -> bool:
+    """Move the segment's position from ``previous_key`` to ``last_key``, inside the caller's
+    transaction (the one holding the rows). False when the lease was lost to another worker, or
+    the position is not where this worker left it (an earlier connection of its own committed after
+    all): the caller must roll back."""
+    cur = conn.execute(
+        sql.SQL(
+            "UPDATE {} SET last_key = %s, done = %s, items = items + %s, rejects = rejects + %s,"
+            " scanned = scanned + %s, bytes = bytes + %s, pages = pages + %s, capacity = capacity + %s,"
+            " lease_until = CASE WHEN %s THEN NULL ELSE now() + %s * interval '1 second' END,"
+            " owner = CASE WHEN %s THEN NULL ELSE owner END"
+            " WHERE table_name = %s AND segment = %s AND owner = %s AND NOT done"
+            " AND last_key IS NOT DISTINCT FROM %s"
+        ).format(qualified(schema, "segments")),
+        [
+            last_key,
+            done,
+            items,
+            rejects,
+            scanned,
+            nbytes,
+            pages,
+            capacity,
+            done,
+            lease_seconds,
+            done,
+            held.table_name,
+            held.segment,
+            held.owner,
+            previous_key,
+        ],
+    )
+    return cur.rowcount == 1
+
+
+def release(conn: psycopg.Connection[Any], schema: str, held: Claim) -> None:
+    """Give a segment back without finishing it (the worker is stopping)."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET owner = NULL, lease_until = NULL WHERE table_name = %s AND segment = %s AND owner = %s"
+            ).format(qualified(schema, "segments")),
+            [held.table_name, held.segment, held.owner],
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Committed totals of a table's load."""
+
+    items: int
+    rejects: int
+    bytes: int
+    segments_done: int
+    total_segments: int
+
+
+def progress(conn: psycopg.Connection[Any], schema: str, table: str) -> Progress:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT coalesce(sum(items), 0), coalesce(sum(rejects), 0), coalesce(sum(bytes), 0),"
+            " count(*) FILTER (WHERE done), count(*) FROM {} WHERE table_name = %s"
+        ).format(qualified(schema, "segments")),
+        [table],
+    ).fetchone()
+    assert row is not None
+    return Progress(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+
+def active_leases(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    """How many workers (on any host) hold a live lease on the table: they share its scan rate."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {} WHERE table_name = %s AND NOT done AND owner IS NOT NULL AND lease_until > now()"
+        ).format(qualified(schema, "segments")),
+        [table],
+    ).fetchone()
+    return int(row[0]) if row else 0
