@@ -38,3 +38,19 @@ def test_help_and_no_arguments() -> None:
     bare = runner.invoke(app, [])
     assert "Usage" in bare.output
     assert runner.invoke(app, ["--no-such-flag"]).exit_code != 0
+
+
+def test_help_and_version_import_neither_botocore_nor_psycopg() -> None:
+    # They cost most of the start-up time; only a command that reaches AWS or PostgreSQL needs them.
+    check = (
+        "import sys\n"
+        "from podyn_fast.cli import app\n"
+        "for args in (['--version'], ['--help'], ['migrate', '--help'], ['follow', '--help']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (args, e.code)\n"
+        "print(sorted(m for m in ('botocore', 'psycopg') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

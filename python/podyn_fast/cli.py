@@ -1,4 +1,9 @@
-"""The `podyn-fast` command line: thin commands that build settings and call the library."""
+"""The `podyn-fast` command line: options become settings, settings go to the library, its outcome
+becomes an exit code.
+
+The library is imported inside each command, not here: `--help` and `--version` then need neither
+botocore nor psycopg, which cost most of the start-up time.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,18 @@ import contextlib
 import dataclasses
 import json
 import logging
-import signal
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Annotated
 
 import typer
-from rich.console import Console, RenderableType
-from rich.table import Table
-from rich.text import Text
 
-from podyn_fast import __version__, explain, logs
-from podyn_fast import verify as verify_
+from podyn_fast import __version__, report
 from podyn_fast.errors import NoState, PodynError
-from podyn_fast.follow.follower import Follower, FollowReport
-from podyn_fast.migrate import coordinator, dryrun
-from podyn_fast.postgres import connect
-from podyn_fast.secrets import clean, redacted
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
-from podyn_fast.state import status as status_
 
 log = logging.getLogger("podyn_fast")
-
-# Seconds between the status lines `follow` prints.
-STATUS_EVERY = 10.0
 
 app = typer.Typer(
     name="podyn-fast",
@@ -78,42 +67,22 @@ class _Settings:
     json_logs = False
 
 
-def _error(console: Console, message: str) -> None:
-    if _Settings.json_logs:
-        log.error("%s", message)
-        return
-    # Messages quote data (table and attribute names): never read them as rich markup.
-    console.print(Text("error: ", style="red") + Text(message))
+def _reporter() -> report.Reporter:
+    return report.Reporter(json_logs=_Settings.json_logs, verbose=_Settings.verbose)
 
 
-def _console() -> Console:
-    """The console for messages (stderr: stdout is for data, the dry run's SQL)."""
-    logs.configure(json=_Settings.json_logs, verbose=_Settings.verbose)
-    # With JSON logs, what the library prints for people is silenced: _say logs it instead.
-    return Console(stderr=True, quiet=_Settings.json_logs)
-
-
-def _say(console: Console, text: str, shown: RenderableType | None = None, **fields: object) -> None:
-    """Tell the user: ``shown`` (or ``text``) on the console, or with JSON logs, ``text`` and
-    ``fields`` as one JSON line."""
-    if _Settings.json_logs:
-        log.info("%s", text, extra={"fields": fields})
-    else:
-        console.print(shown if shown is not None else text)
-
-
-def _setup(postgres: str | None) -> tuple[Console, str]:
-    """The console for messages, and the PostgreSQL URL (or exit 2 without one)."""
-    console = _console()
+def _setup(postgres: str | None) -> tuple[report.Reporter, str]:
+    """The reporter, and the PostgreSQL URL (or exit 2 without one)."""
+    out = _reporter()
     url = postgres_url(postgres)
     if url is None:
-        _error(console, "no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
+        out.error("no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
         raise typer.Exit(2)
-    return console, url
+    return out, url
 
 
 @contextlib.contextmanager
-def _reported(console: Console, url: str | None) -> Iterator[None]:
+def _reported(out: report.Reporter, url: str | None) -> Iterator[None]:
     """Errors become one line naming the problem and the fix, and exit code 1 (with --verbose,
     the traceback too); no message ever shows the password or an AWS secret."""
     try:
@@ -121,9 +90,12 @@ def _reported(console: Console, url: str | None) -> Iterator[None]:
     except typer.Exit:
         raise
     except Exception as e:
+        from podyn_fast import explain  # noqa: PLC0415  (botocore and psycopg: not for --help)
+        from podyn_fast.secrets import clean  # noqa: PLC0415
+
         if _Settings.verbose:
-            console.print(Text(clean("".join(traceback.format_exception(e)), url)))
-        _error(console, explain.message(e, url))
+            out.traceback(clean("".join(traceback.format_exception(e)), url))
+        out.error(explain.message(e, url))
         raise typer.Exit(1) from None
 
 
@@ -274,23 +246,22 @@ def migrate(
     Run the same command again after any interruption: it continues where the last run committed.
     With no PostgreSQL URL it prints the SQL instead (a dry run): a script for psql.
     """
-    console = _console()
+    out = _reporter()
     url = postgres_url(postgres)
     # Podyn's -s/-d/-c choose the steps; without any of them migrate creates and loads.
     if changes and not data:
-        _error(
-            console,
+        out.error(
             "-c/--changes without -d/--data would apply changes to tables never loaded: add -d "
-            "(or run `podyn-fast follow` on tables migrated earlier)",
+            "(or run `podyn-fast follow` on tables migrated earlier)"
         )
         raise typer.Exit(2)
     follow = follow or changes
     load = data or not only_schema
     if mode not in ("columns", "jsonb"):
-        _error(console, f"--conversion-mode must be columns or jsonb, not {mode!r}")
+        out.error(f"--conversion-mode must be columns or jsonb, not {mode!r}")
         raise typer.Exit(2)
     if url is None and follow:
-        _error(console, "--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
+        out.error("--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
@@ -316,15 +287,18 @@ def migrate(
         citus=citus,
     )
     if url is None:
-        _dry_run(console, cfg)
+        _dry_run(out, cfg)
         return
+    from podyn_fast.follow.thread import FollowerThread  # noqa: PLC0415  (see the module docstring)
+    from podyn_fast.migrate import coordinator  # noqa: PLC0415
+
     if not load:
-        with _reported(console, url):
-            reports = coordinator.run(cfg, console)
+        with _reported(out, url):
+            reports = coordinator.run(cfg, out.console)
         names = ", ".join(r.name for r in reports)
-        _say(console, f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
+        out.say(f"created {len(reports)} table(s) in {target_schema}: {names}; -d/--data loads them")
         return
-    follower: Following | None = None
+    follower: FollowerThread | None = None
     if follow:
         fcfg = FollowConfig(
             postgres_url=url,
@@ -333,125 +307,43 @@ def migrate(
             column_limit=column_limit,
             exit_when_idle=exit_when_idle,
         )
-        follower = Following(fcfg, console)
-    with _reported(console, url):
-        reports = coordinator.run(cfg, console, on_planned=follower.start if follower else None)
+        follower = FollowerThread(fcfg, out)
+    with _reported(out, url):
+        reports = coordinator.run(cfg, out.console, on_planned=follower.start if follower else None)
         if follower is not None:
-            _summary(console, reports)
+            report.migrate_summary(out, reports)
             follower.wait()
     if follower is None:
-        _summary(console, reports)
+        report.migrate_summary(out, reports)
     rejects = sum(r.rejects for r in reports)
     if rejects:
-        _say(
-            console,
+        out.warn(
             f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
-            Text(
-                f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
-                style="yellow",
-            ),
             rejects=rejects,
         )
     if not all(r.loaded for r in reports):
-        _say(
-            console,
+        out.say(
             "not every segment is loaded: the rest are held by other migrate processes (or by ones that "
-            "died on another host, whose leases run out after a minute); run the same command again to finish",
+            "died on another host, whose leases run out after a minute); run the same command again to finish"
         )
     if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
         raise typer.Exit(1)
 
 
-def _summary(console: Console, reports: list[coordinator.TableReport]) -> None:
-    _say(console, "migrate summary", coordinator.summary(reports), tables=[dataclasses.asdict(r) for r in reports])
+def _dry_run(out: report.Reporter, cfg: MigrateConfig) -> None:
+    from podyn_fast.migrate import dryrun  # noqa: PLC0415  (see the module docstring)
 
-
-def _dry_run(console: Console, cfg: MigrateConfig) -> None:
-    _say(
-        console,
-        "no PostgreSQL URL: printing the SQL instead (a dry run; pipe it into psql, or pass --postgres-url to load)",
+    out.say(
+        "no PostgreSQL URL: printing the SQL instead (a dry run; pipe it into psql, or pass --postgres-url to load)"
     )
-    with _reported(console, None):
+    with _reported(out, None):
         reports = dryrun.run(cfg, sys.stdout.buffer)
     sys.stdout.flush()
     for r in reports:
         text = f"{r.name}: {r.items:,} items in {r.pages:,} COPY blocks, {r.rejects:,} left out"
-        _say(console, text, **dataclasses.asdict(r))
+        out.say(text, **dataclasses.asdict(r))
     if any(r.rejects for r in reports):
         raise typer.Exit(1)
-
-
-class Following:
-    """A follower in a thread of its own, stopped by SIGTERM/SIGINT (after its batch in flight)."""
-
-    def __init__(self, cfg: FollowConfig, console: Console) -> None:
-        self.cfg, self.console = cfg, console
-        self.stop = threading.Event()
-        self.reports: list[FollowReport] = []
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-        self.follower: Follower | None = None
-
-    def start(self, tables: list[str] | None = None) -> None:
-        cfg = replace(self.cfg, tables=tuple(tables)) if tables is not None else self.cfg
-        follower = self.follower = Follower(cfg, self.stop)
-
-        def run() -> None:
-            try:
-                self.reports = follower.run()
-            except BaseException as e:  # reported by wait(), in the main thread
-                self.error = e
-                self.stop.set()
-
-        self.thread = threading.Thread(target=run, name="follower", daemon=True)
-        self.thread.start()
-
-    def wait(self) -> None:
-        """Until the follower ends (idle, or every table stopped) or a signal asks it to."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop.set())
-        assert self.thread is not None
-        last = time.monotonic()
-        seen: dict[str, int] = {}
-        while self.thread.is_alive():
-            self.thread.join(0.5)
-            if time.monotonic() - last >= STATUS_EVERY and self.follower is not None:
-                seen = self._status(seen, time.monotonic() - last)
-                last = time.monotonic()
-        if self.error is not None:
-            raise self.error
-        table = Table(title="podyn-fast follow")
-        for col in ("table", "changes applied", "lag", "state"):
-            table.add_column(col)
-        for r in self.reports:
-            lag = f"{r.lag_seconds:.1f} s" if r.lag_seconds is not None else "-"
-            table.add_row(r.name, f"{r.applied:,}", lag, "stopped: " + r.stopped if r.stopped else "ok")
-        _say(self.console, "follow summary", table, tables=[dataclasses.asdict(r) for r in self.reports])
-
-    def _status(self, seen: dict[str, int], seconds: float) -> dict[str, int]:
-        """One line per table: changes applied, their rate since the last line, and the lag."""
-        assert self.follower is not None
-        now: dict[str, int] = {}
-        for name, f in list(self.follower.followed.items()):
-            now[name] = f.applied
-            rate = (f.applied - seen.get(name, 0)) / seconds
-            lag_seconds = f.lag()
-            lag = f"{lag_seconds:.1f} s" if lag_seconds is not None else "-"
-            state = f"stopped: {f.stopped}" if f.stopped else f.phase
-            _say(
-                self.console,
-                f"{name}: {f.applied:,} changes applied, {rate:,.0f}/s, lag {lag} ({state})",
-                table=name,
-                applied=f.applied,
-                rate=rate,
-                lag_seconds=lag_seconds,
-                state=state,
-            )
-        return now
-
-    @property
-    def failed(self) -> bool:
-        return any(r.stopped for r in self.reports)
 
 
 @app.command()
@@ -473,7 +365,7 @@ def follow(
 
     SIGTERM or Ctrl-C finishes the batch in flight, commits and exits 0.
     """
-    console, url = _setup(postgres)
+    out, url = _setup(postgres)
     cfg = FollowConfig(
         postgres_url=url,
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
@@ -482,11 +374,13 @@ def follow(
         column_limit=column_limit,
         exit_when_idle=exit_when_idle,
     )
-    following = Following(cfg, console)
-    with _reported(console, url):
-        following.start()
-        following.wait()
-    if following.failed:
+    from podyn_fast.follow.thread import FollowerThread  # noqa: PLC0415  (see the module docstring)
+
+    follower = FollowerThread(cfg, out)
+    with _reported(out, url):
+        follower.start()
+        follower.wait()
+    if follower.failed:
         raise typer.Exit(1)
 
 
@@ -500,37 +394,21 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")] = False,
 ) -> None:
     """Where each table stands: phase, segments, items, rejects, shards, the follower's lag, the last error."""
-    console, url = _setup(postgres)
-    with _reported(console, url), connect.connect(url, "podyn-fast status") as conn:
+    out, url = _setup(postgres)
+    from podyn_fast.postgres import connect  # noqa: PLC0415  (see the module docstring)
+    from podyn_fast.secrets import redacted  # noqa: PLC0415
+    from podyn_fast.state import status as state_status  # noqa: PLC0415
+
+    with _reported(out, url), connect.connect(url, "podyn-fast status") as conn:
         try:
-            tables = status_.read(conn, state_schema, _tables(table))
+            tables = state_status.read(conn, state_schema, _tables(table))
         except NoState:
-            _error(console, f"no podyn-fast state in schema {state_schema!r} of {redacted(url)}: run migrate first")
+            out.error(f"no podyn-fast state in schema {state_schema!r} of {redacted(url)}: run migrate first")
             raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps({"tables": [dataclasses.asdict(t) for t in tables]}, indent=2))
-        return
-    out = Console()
-    view = Table(title="podyn-fast status")
-    for col in ("table", "phase", "segments", "items", "rejects", "shards", "changes", "lag"):
-        view.add_column(col, justify="left" if col in ("table", "phase") else "right")
-    for t in tables:
-        estimate = f" of ~{t.item_count_estimate:,}" if t.item_count_estimate and t.phase == "loading" else ""
-        view.add_row(
-            t.table,
-            t.phase,
-            f"{t.segments_done}/{t.segments_total}",
-            f"{t.items:,}{estimate}",
-            f"{t.rejects:,}",
-            f"{t.shards_open} open, {t.shards_finished} done" if t.shards_open or t.shards_finished else "-",
-            f"{t.changes_applied:,}",
-            _lag(t),
-        )
-    out.print(view)
-    for t in tables:
-        if t.last_error:
-            when = f" ({t.last_error_at})" if t.last_error_at else ""
-            out.print(Text(f"{t.table}: last error{when}: {t.last_error}"))
+        typer.echo(json.dumps(report.status_json(tables), indent=2))
+    else:
+        report.status_table(tables)
 
 
 @app.command()
@@ -557,7 +435,7 @@ def verify(
     Exit code 0 only when every table is equal. Stop writes to the source (or let follow catch up)
     first: changes in flight show as differences.
     """
-    console, url = _setup(postgres)
+    out, url = _setup(postgres)
     cfg = VerifyConfig(
         postgres_url=url,
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
@@ -568,20 +446,14 @@ def verify(
         scan_rate=scan_rate,
         consistent_read=consistent_read,
     )
-    with _reported(console, url):
+    from podyn_fast import verify as verify_  # noqa: PLC0415  (see the module docstring)
+
+    with _reported(out, url):
         verdicts = verify_.run(cfg)
-    for line in verify_.summary_lines(verdicts):
+    for line in report.verify_lines(verdicts):
         typer.echo(line)
     if not all(v.equal for v in verdicts):
         raise typer.Exit(1)
-
-
-def _lag(t: status_.TableStatus) -> str:
-    if t.lag_seconds is not None:
-        return f"{t.lag_seconds:.1f} s"
-    if t.follower_seen_seconds_ago is not None:
-        return f"no follower (seen {t.follower_seen_seconds_ago:.0f} s ago)"
-    return "-"
 
 
 @app.command()
@@ -597,11 +469,11 @@ def demo(
     embedded PostgreSQL: nothing to configure, no AWS account."""
     from podyn_fast.demo import run  # noqa: PLC0415  (its imports are needed by no other command)
 
-    console = _console()
+    out = _reporter()
     try:
-        run.run(console, wait=sys.stdin.isatty() if wait is None else wait)
+        run.run(out.console, wait=sys.stdin.isatty() if wait is None else wait)
     except (PodynError, RuntimeError) as e:  # the emulator's and the embedded server's errors too
-        _error(console, str(e))
+        out.error(str(e))
         raise typer.Exit(1) from None
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,25 +245,6 @@ class _Table:
         ).fetchall()
         self.verdict.extra = len(extra)
         self.verdict.examples["extra"] = [Difference(str(k)) for (k,) in extra[:EXAMPLES]]
-
-
-def summary_lines(verdicts: Sequence[TableVerdict]) -> list[str]:
-    """What a person reads: one line per table, then examples of each difference."""
-    lines = []
-    for v in verdicts:
-        extra = "not checked (--sample)" if v.extra is None else f"{v.extra:,}"
-        verdict = "EQUAL" if v.equal else "DIFFERENT"
-        lines.append(
-            f"{v.table}: {verdict}: {v.source_items:,} source items compared, {v.target_rows:,} target rows; "
-            f"missing {v.missing:,}, extra {extra}, differing {v.differing:,}, rejected {v.rejects:,}"
-        )
-        if v.no_column:
-            lines.append(f"  source attributes with no column in the target: {', '.join(sorted(v.no_column))}")
-        for kind in ("missing", "extra", "differing"):
-            for d in v.examples[kind]:
-                detail = f" (columns {', '.join(d.columns)})" if d.columns else ""
-                lines.append(f"  {kind}: {d.key}{detail}")
-    return lines
 
 
 class _ScratchCodec(Codec):

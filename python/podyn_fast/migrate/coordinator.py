@@ -19,7 +19,6 @@ from typing import Any
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from podyn_fast import state
 from podyn_fast.dynamo.client import RawDynamo
@@ -251,24 +250,3 @@ def _progress_line(
         log.info("%s", text, extra={"fields": fields})
     elif plain:
         console.print(text, highlight=False, soft_wrap=True)
-
-
-def summary(reports: list[TableReport]) -> Table:
-    t = Table(title="podyn-fast migrate")
-    t.add_column("table", overflow="fold")
-    for col in ("items", "rejects", "MB", "seconds", "items/s"):
-        t.add_column(col, justify="right")
-    t.add_column("state")
-    for r in reports:
-        # The rate of this run's own work; a rerun that found everything loaded has none.
-        rate = f"{r.loaded_now / r.seconds:,.0f}" if r.loaded_now and r.seconds > 0 else "-"
-        t.add_row(
-            r.name,
-            f"{r.items:,}",
-            f"{r.rejects:,}",
-            f"{r.nbytes / 1e6:.1f}",
-            f"{r.seconds:.1f}",
-            rate,
-            "loaded" if r.loaded else "INCOMPLETE",
-        )
-    return t
