@@ -9,8 +9,8 @@ use memchr::memchr;
 
 use crate::error::{CoreError, CoreResult, Reason};
 use crate::json::{write_escaped, JsonResult, RawStr, Reader};
-use crate::jsonb;
 use crate::layout::{Layout, Mode};
+use crate::pgcopy::jsonb;
 use crate::pgcopy::{self, Scratch};
 use crate::types::{ColumnType, DynType};
 

@@ -201,7 +201,7 @@ fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::numeric;
+    use crate::pgcopy::numeric;
 
     fn numeric_text(s: &str) -> String {
         let mut digits = Vec::new();

@@ -121,7 +121,7 @@ impl PyLayout {
     fn encode_scan_page(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyEncoded> {
         let buffer = ROWS.take();
         let page = py.detach(|| Encoder::with_buffer(&self.inner, buffer).scan_page(body))?;
-        let mut out = PyEncoded::from_core(py, page.encoded);
+        let mut out = PyEncoded::from_core(py, page.encoded)?;
         out.count = page.count;
         out.scanned_count = page.scanned_count;
         out.last_evaluated_key = page.last_evaluated_key.map(|k| PyBytes::new(py, &k).unbind());
@@ -132,7 +132,7 @@ impl PyLayout {
     fn encode_item(&self, py: Python<'_>, item: &[u8]) -> PyResult<PyEncoded> {
         let buffer = ROWS.take();
         let encoded = py.detach(|| Encoder::with_buffer(&self.inner, buffer).item(item))?;
-        Ok(PyEncoded::from_core(py, encoded))
+        PyEncoded::from_core(py, encoded)
     }
 
     fn encode_records(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyStreamBatch> {
@@ -140,7 +140,7 @@ impl PyLayout {
         let batch = py.detach(|| Encoder::with_buffer(&self.inner, buffer).records(body))?;
         let fetch: Vec<Bound<'_, PyBytes>> = batch.fetch.iter().map(|k| PyBytes::new(py, k)).collect();
         Ok(PyStreamBatch {
-            upserts: Py::new(py, PyEncoded::from_core(py, batch.upserts))?,
+            upserts: Py::new(py, PyEncoded::from_core(py, batch.upserts)?)?,
             deletes: PyBytes::new(py, &batch.deletes).unbind(),
             delete_count: batch.delete_count,
             fetch: PyTuple::new(py, fetch)?.unbind(),
@@ -222,35 +222,38 @@ const KEEP_ROWS_BUFFER: usize = 16 << 20;
 
 impl PyEncoded {
     /// Wrap a core result; the rows are copied into one `bytes` and their buffer kept for reuse.
-    fn from_core(py: Python<'_>, e: Encoded) -> Self {
+    ///
+    /// Every failure (a Python object that cannot be made) is raised: an `Encoded` that silently
+    /// lacked a reject or an unknown attribute would let a worker checkpoint rows never written.
+    fn from_core(py: Python<'_>, e: Encoded) -> PyResult<Self> {
         let unknown: Vec<(String, &str)> = e.unknown.into_iter().map(|(n, t)| (n, t.sql())).collect();
-        let rejects: Vec<Py<PyReject>> = e
+        let rejects = e
             .rejects
             .into_iter()
-            .filter_map(|r| {
+            .map(|r| {
                 let reject = PyReject {
                     key: PyBytes::new(py, &r.key).unbind(),
                     item: PyBytes::new(py, &r.item).unbind(),
                     reason: r.reason,
                 };
-                Py::new(py, reject).ok()
+                Py::new(py, reject)
             })
-            .collect();
+            .collect::<PyResult<Vec<Py<PyReject>>>>()?;
         let rows = PyBytes::new(py, &e.rows).unbind();
         if e.rows.capacity() <= KEEP_ROWS_BUFFER {
             ROWS.set(e.rows);
         }
-        PyEncoded {
+        Ok(PyEncoded {
             rows,
             row_count: e.row_count,
             item_count: e.item_count,
-            unknown: PyTuple::new(py, unknown).map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
-            rejects: PyTuple::new(py, rejects).map_or_else(|_| PyTuple::empty(py).unbind(), Bound::unbind),
+            unknown: PyTuple::new(py, unknown)?.unbind(),
+            rejects: PyTuple::new(py, rejects)?.unbind(),
             count: None,
             scanned_count: None,
             last_evaluated_key: None,
             consumed_capacity: None,
-        }
+        })
     }
 }
 

@@ -3,28 +3,27 @@
 //! Each `write_*` function reads one DynamoDB value (the JSON text after its type tag, already
 //! checked for syntax) and appends one complete field (length + payload) to the row buffer.
 //! Rows are emitted without the header so that encoded pages concatenate under one COPY.
+//!
+//! Submodules: `scratch` (buffers reused across values), `numeric` (DynamoDB numbers to
+//! PostgreSQL's numeric), `jsonb` (L and M values as jsonb). None of them uses this module.
+
+pub mod jsonb;
+pub mod numeric;
+mod scratch;
+
+pub use scratch::Scratch;
 
 use memchr::memchr;
 
 use crate::base64;
 use crate::error::Reason;
 use crate::json::{RawStr, Reader};
-use crate::jsonb;
-use crate::numeric;
 use crate::types::{ColumnType, DynType};
 
 /// `PGCOPY\n\377\r\n\0`, flags (no OIDs), header extension length 0.
 pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// A field count of -1 ends the stream.
 pub const TRAILER: &[u8] = b"\xff\xff";
-
-/// Scratch buffers reused across values, so encoding allocates nothing per item.
-#[derive(Default)]
-pub struct Scratch {
-    pub text: Vec<u8>,
-    pub digits: Vec<u8>,
-    pub bytes: Vec<u8>,
-}
 
 /// Start a field whose length is not known yet; returns the position to patch.
 #[inline]

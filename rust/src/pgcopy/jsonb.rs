@@ -3,11 +3,11 @@
 //! S becomes a string, N a JSON number with its exact digits, B its base64 text, sets arrays,
 //! BOOL and NULL themselves. Strings are copied as they are when they need no re-escaping.
 
+use super::numeric;
+use super::scratch::Scratch;
 use crate::base64;
 use crate::error::Reason;
 use crate::json::{write_escaped, RawStr, Reader};
-use crate::numeric;
-use crate::pgcopy::Scratch;
 use crate::types::DynType;
 
 /// Deepest L/M nesting accepted. DynamoDB allows 32 levels; the margin admits what it might grow to
