@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from podyn_fast.state.changes import drop_change, keep_change, next_change
 from podyn_fast.state.columns import add_columns, layout, lock_registry, plan_additions, registry
+from podyn_fast.state.register import register_table
 from podyn_fast.state.rejects import record_rejects
 from podyn_fast.state.schema import ensure_schema, setup_lock
 from podyn_fast.state.segments import (
@@ -32,7 +33,6 @@ from podyn_fast.state.tables import (
     lock_follower,
     phase,
     record_error,
-    register_table,
     set_phase,
     set_stopped,
     set_stream,

@@ -16,6 +16,23 @@ from podyn_fast.state.schema import qualified
 from podyn_fast.state.tables import TableState, get_table
 
 
+def register_columns(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    first_ordinal: int,
+    entries: Sequence[tuple[str, str, str]],
+) -> None:
+    """Append (attribute, column type, column name) entries to the registry, from ``first_ordinal``."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (table_name, ordinal, attribute, column_type, column_name) VALUES (%s, %s, %s, %s, %s)"
+            ).format(qualified(schema, "columns")),
+            [(table, first_ordinal + i, a, t, c) for i, (a, t, c) in enumerate(entries)],
+        )
+
+
 def registry(conn: psycopg.Connection[Any], schema: str, table: str) -> list[tuple[str, str, str]]:
     """The registered columns of a table, in column order: (attribute, column type, column name)."""
     rows = conn.execute(
@@ -98,15 +115,7 @@ def _add_columns(
         if not added and document == fresh.document_column:
             return fresh
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
-        ordinal = len(current.columns)
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (table_name, ordinal, attribute, column_type, column_name)"
-                    " VALUES (%s, %s, %s, %s, %s)"
-                ).format(qualified(schema, "columns")),
-                [(state.table_name, ordinal + i, a, t, c) for i, (a, t, c) in enumerate(added)],
-            )
+        register_columns(conn, schema, state.table_name, len(current.columns), added)
         new_columns = list(added)
         if document != fresh.document_column and document is not None:
             conn.execute(

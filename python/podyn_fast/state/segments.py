@@ -192,3 +192,12 @@ def active_leases(conn: psycopg.Connection[Any], schema: str, table: str) -> int
         [table],
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def add_segments(conn: psycopg.Connection[Any], schema: str, table: str, total: int) -> None:
+    """The segments of a table's first run, none loaded."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} (table_name, segment) VALUES (%s, %s)").format(qualified(schema, "segments")),
+            [(table, s) for s in range(total)],
+        )

@@ -4,7 +4,6 @@ phase, stream, the follower's heartbeat and the last error)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from podyn_fast.state.schema import qualified, setup_lock
+from podyn_fast.state.schema import qualified
 
 
 @dataclass(frozen=True)
@@ -53,56 +52,30 @@ def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableSt
     )
 
 
-def register_table(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    state: TableState,
-    initial_columns: Sequence[tuple[str, str, str]],
-    *,
-    item_count: int | None,
-    size_bytes: int | None,
-) -> TableState:
-    """Record a table, its first columns and its segments, unless an earlier run did; then return
-    what is recorded (the first run fixes mode, keys and TotalSegments)."""
-    with conn.transaction():
-        setup_lock(conn)
-        existing = get_table(conn, schema, state.table_name)
-        if existing is not None:
-            return existing
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (table_name, target_schema, target_table, mode, lower_case, keys, indexes,"
-                " total_segments, deferred_primary_key, document_column, item_count_estimate, size_bytes_estimate)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(qualified(schema, "tables")),
-            [
-                state.table_name,
-                state.target_schema,
-                state.target_table,
-                state.mode,
-                state.lower_case,
-                orjson.dumps(state.keys).decode(),
-                orjson.dumps(state.indexes).decode(),
-                state.total_segments,
-                state.deferred_primary_key,
-                state.document_column,
-                item_count,
-                size_bytes,
-            ],
-        )
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (table_name, ordinal, attribute, column_type, column_name)"
-                    " VALUES (%s, %s, %s, %s, %s)"
-                ).format(qualified(schema, "columns")),
-                [(state.table_name, i, a, t, c) for i, (a, t, c) in enumerate(initial_columns)],
-            )
-            cur.executemany(
-                sql.SQL("INSERT INTO {} (table_name, segment) VALUES (%s, %s)").format(qualified(schema, "segments")),
-                [(state.table_name, s) for s in range(state.total_segments)],
-            )
-        return state
+def insert_table(
+    conn: psycopg.Connection[Any], schema: str, state: TableState, *, item_count: int | None, size_bytes: int | None
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (table_name, target_schema, target_table, mode, lower_case, keys, indexes,"
+            " total_segments, deferred_primary_key, document_column, item_count_estimate, size_bytes_estimate)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ).format(qualified(schema, "tables")),
+        [
+            state.table_name,
+            state.target_schema,
+            state.target_table,
+            state.mode,
+            state.lower_case,
+            orjson.dumps(state.keys).decode(),
+            orjson.dumps(state.indexes).decode(),
+            state.total_segments,
+            state.deferred_primary_key,
+            state.document_column,
+            item_count,
+            size_bytes,
+        ],
+    )
 
 
 def record_error(conn: psycopg.Connection[Any], schema: str, table: str, message: str) -> None:
