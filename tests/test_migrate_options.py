@@ -8,12 +8,14 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 from psycopg import sql
 
 from podyn_fast import state
 from podyn_fast.dynamo.client import RawDynamo
 from tests import reference
 from tests.fix_scan_server import ALL_TYPES, ALL_TYPES_COUNT, TYPICAL, TYPICAL_COUNT, migrate_cmd
+from tests.moto_migrate import PODYN
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item
 
 
@@ -137,3 +139,45 @@ def test_a_new_attribute_on_a_transactions_first_page_never_moves_the_position_b
         # Once a position is committed, no checkpoint but the last (done) goes back to the start.
         assert not [m for m in moves if m[0] is not None and m[1] is None and not m[2]], moves
         _check(conn, schemas, "fresh", [orjson.loads(fresh(i)) for i in range(6000)])
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("migrate", "--segments", "-1"),
+        ("migrate", "--segments", "0"),
+        ("migrate", "--segments", "1000001"),
+        ("migrate", "--workers", "0"),
+        ("migrate", "--workers", "-3"),
+        ("migrate", "-n", "0"),
+        ("migrate", "--batch-mb", "0"),
+        ("migrate", "--batch-mb", "-1"),
+        ("migrate", "--batch-mb", "nan"),
+        ("migrate", "--scan-rate", "0"),
+        ("migrate", "--column-limit", "1601"),
+        ("migrate", "--column-limit", "0"),
+        ("migrate", "--progress-every", "0"),
+        ("migrate", "--exit-when-idle", "-1"),
+        ("follow", "--exit-when-idle", "-1"),
+        ("follow", "--column-limit", "5000"),
+        ("verify", "--threads", "0"),
+        ("verify", "--sample", "0"),
+        ("verify", "--scan-rate", "-5"),
+    ],
+)
+def test_a_numeric_option_out_of_range_is_refused_before_anything_is_written(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str], command: str, option: str, value: str
+) -> None:
+    # Before: `--segments -1` loaded 0 of the table's items, called it loaded and exited 0.
+    cmd = [PODYN, command, "--postgres-url", pg_dsn, "--endpoint-url", fast_dynamo.endpoint]
+    cmd += ["--region", "us-east-1", "--state-schema", schemas[1], f"{option}={value}"]
+    if command == "migrate":
+        cmd += ["--target-schema", schemas[0], "--table", TYPICAL]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Invalid value for" in done.stderr and option in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert fast_dynamo.stats(TYPICAL).requests == 0  # DynamoDB not asked
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for schema in schemas:
+            assert conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone() == (None,)

@@ -34,6 +34,13 @@ app = typer.Typer(
 # Help panels, so that a long option list reads by concern.
 SOURCE, TARGET, LOAD, PODYN = "DynamoDB (the source)", "PostgreSQL (the target)", "Loading", "Podyn's steps"
 
+# Every numeric option is checked as it is parsed, before anything is written anywhere: a value out
+# of range is refused with one line saying what is allowed (exit code 2).
+MAX_SEGMENTS = 1_000_000  # DynamoDB's limit on TotalSegments
+MAX_WORKERS = 1024
+MIN_COLUMNS, MAX_COLUMNS = 3, 1600  # the keys and the overflow column at least; PostgreSQL's limit
+MAX_BATCH_MB = 1024.0
+
 # Options shared by the commands, declared once.
 PostgresUrl = Annotated[
     str | None,
@@ -50,9 +57,21 @@ StateSchema = Annotated[str, typer.Option(help="PostgreSQL schema of podyn-fast'
 ColumnLimit = Annotated[
     int,
     typer.Option(
-        help="Columns per table before further attributes go to an overflow jsonb column.", rich_help_panel=TARGET
+        min=MIN_COLUMNS,
+        max=MAX_COLUMNS,
+        help="Columns per table before further attributes go to an overflow jsonb column (PostgreSQL allows 1600).",
+        rich_help_panel=TARGET,
     ),
 ]
+
+
+def _positive(value: float | None) -> float | None:
+    """A rate, a size or a period: any number above 0."""
+    if value is not None and not value > 0:  # NaN too
+        raise typer.BadParameter(f"{value:g} is not above 0.")
+    return value
+
+
 Region = Annotated[
     str | None, typer.Option(help="AWS region; default from the AWS configuration.", rich_help_panel=SOURCE)
 ]
@@ -138,12 +157,17 @@ def migrate(
     segments: Annotated[
         int | None,
         typer.Option(
+            min=1,
+            max=MAX_SEGMENTS,
             help="Parallel scan segments per table (fixed at a table's first run); default from its size.",
             rich_help_panel=SOURCE,
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option(help="Loader processes, each with one PostgreSQL connection.", rich_help_panel=LOAD)
+        int,
+        typer.Option(
+            min=1, max=MAX_WORKERS, help="Loader processes, each with one PostgreSQL connection.", rich_help_panel=LOAD
+        ),
     ] = 2,
     pg_connections: Annotated[
         int | None,
@@ -151,6 +175,8 @@ def migrate(
             "--pg-connections",
             "-n",
             "--num-connections",
+            min=1,
+            max=MAX_WORKERS,
             help="At most this many PostgreSQL connections (caps --workers).",
             rich_help_panel=LOAD,
         ),
@@ -160,6 +186,7 @@ def migrate(
         typer.Option(
             "--scan-rate",
             "-r",
+            callback=_positive,
             help="Read capacity units per second per table, for all workers and hosts.",
             rich_help_panel=SOURCE,
         ),
@@ -193,7 +220,10 @@ def migrate(
     batch_mb: Annotated[
         float,
         typer.Option(
-            help="MB of rows per transaction (each commits the segment's position with its rows).", rich_help_panel=LOAD
+            callback=_positive,
+            max=MAX_BATCH_MB,
+            help="MB of rows per transaction (each commits the segment's position with its rows).",
+            rich_help_panel=LOAD,
         ),
     ] = 16.0,
     region: Region = None,
@@ -205,7 +235,9 @@ def migrate(
     progress_every: Annotated[
         float,
         typer.Option(
-            help="Seconds between progress lines when not on a terminal (and JSON records).", rich_help_panel=LOAD
+            callback=_positive,
+            help="Seconds between progress lines when not on a terminal (and JSON records).",
+            rich_help_panel=LOAD,
         ),
     ] = 10.0,
     follow: Annotated[
@@ -219,7 +251,9 @@ def migrate(
     exit_when_idle: Annotated[
         float | None,
         typer.Option(
-            help="With --follow: exit once every shard has been idle this many seconds.", rich_help_panel=LOAD
+            min=0.0,
+            help="With --follow: exit once every shard has been idle this many seconds.",
+            rich_help_panel=LOAD,
         ),
     ] = None,
     citus: Annotated[
@@ -270,7 +304,7 @@ def migrate(
         aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
         tables=_tables(table),
         segments=segments,
-        workers=max(1, workers),
+        workers=workers,
         scan_rate=scan_rate,
         consistent_read=consistent_read,
         mode="jsonb" if mode == "jsonb" else "columns",
@@ -282,7 +316,7 @@ def migrate(
         commit_bytes=max(1, int(batch_mb * 1e6)),
         progress=progress and not _Settings.json_logs,
         json_logs=_Settings.json_logs,
-        progress_every=max(0.1, progress_every),
+        progress_every=progress_every,
         load=load,
         citus=citus,
     )
@@ -353,7 +387,8 @@ def follow(
         list[str] | None, typer.Option("--table", "-t", help="Table to follow (repeat, or a,b); default: all migrated.")
     ] = None,
     exit_when_idle: Annotated[
-        float | None, typer.Option(help="Exit once every shard has been read to its end or idle this many seconds.")
+        float | None,
+        typer.Option(min=0.0, help="Exit once every shard has been read to its end or idle this many seconds."),
     ] = None,
     state_schema: StateSchema = "podyn",
     column_limit: ColumnLimit = 1500,
@@ -418,11 +453,13 @@ def verify(
         list[str] | None, typer.Option("--table", "-t", help="Table (repeat, or a,b); default: all migrated.")
     ] = None,
     sample: Annotated[
-        int | None, typer.Option(help="Compare about this many items per table (extra target rows not sought).")
+        int | None,
+        typer.Option(min=1, help="Compare about this many items per table (extra target rows not sought)."),
     ] = None,
-    threads: Annotated[int, typer.Option(help="Segments read at once.")] = 4,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Segments read at once.")] = 4,
     scan_rate: Annotated[
-        float | None, typer.Option("--scan-rate", "-r", help="Read capacity units per second per table.")
+        float | None,
+        typer.Option("--scan-rate", "-r", callback=_positive, help="Read capacity units per second per table."),
     ] = None,
     consistent_read: Annotated[bool, typer.Option(help="Strongly consistent reads (twice the capacity).")] = False,
     state_schema: StateSchema = "podyn",
@@ -442,7 +479,7 @@ def verify(
         tables=_tables(table),
         state_schema=state_schema,
         sample=sample,
-        threads=max(1, threads),
+        threads=threads,
         scan_rate=scan_rate,
         consistent_read=consistent_read,
     )
