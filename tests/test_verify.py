@@ -92,3 +92,27 @@ def test_jsonb_mode_and_unknown_table(migrate: Migrator, dynamodb: Any, pg: psyc
     unknown = verify(migrate, "-t", "never_migrated")
     assert unknown.returncode == 1
     assert "'never_migrated' was not migrated" in " ".join(unknown.stderr.split()), unknown.stderr
+
+
+def test_rejected_items_make_the_tables_different(migrate: Migrator, dynamodb: Any) -> None:
+    # Before: an item that could not be stored left verify saying EQUAL, exit 0.
+    create_table(dynamodb, "nuls", [("pk", "S")])
+    put_items(dynamodb, "nuls", [{"pk": {"S": f"k{i}"}, "v": {"S": "fine"}} for i in range(5)])
+    put_items(dynamodb, "nuls", [{"pk": {"S": "bad"}, "v": {"S": "a\u0000b"}}])
+    assert migrate().returncode == 1  # the reject is reported
+    done = verify(migrate)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "nuls: DIFFERENT: 5 source items compared" in done.stdout and "rejected 1" in done.stdout, done.stdout
+
+
+def test_no_state_says_so_in_one_line(migrate: Migrator) -> None:
+    # Before: a raw SQL error (relation … does not exist).
+    cmd = [
+        PODYN, "verify", "--postgres-url", migrate.dsn, "--state-schema", "no_such_state",
+        "--endpoint-url", migrate.endpoint, "--region", REGION,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    message = " ".join(done.stderr.split())
+    assert "no podyn-fast state in schema 'no_such_state'" in message and "run migrate first" in message, message
+    assert "Traceback" not in done.stderr and "does not exist" not in message

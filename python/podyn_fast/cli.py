@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from podyn_fast import __version__, report
-from podyn_fast.errors import NoState, PodynError
+from podyn_fast.errors import PodynError
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
 
 log = logging.getLogger("podyn_fast")
@@ -431,15 +431,10 @@ def status(
     """Where each table stands: phase, segments, items, rejects, shards, the follower's lag, the last error."""
     out, url = _setup(postgres)
     from podyn_fast.postgres import connect  # noqa: PLC0415  (see the module docstring)
-    from podyn_fast.secrets import redacted  # noqa: PLC0415
     from podyn_fast.state import status as state_status  # noqa: PLC0415
 
     with _reported(out, url), connect.connect(url, "podyn-fast status") as conn:
-        try:
-            tables = state_status.read(conn, state_schema, _tables(table))
-        except NoState:
-            out.error(f"no podyn-fast state in schema {state_schema!r} of {redacted(url)}: run migrate first")
-            raise typer.Exit(1) from None
+        tables = state_status.read(conn, state_schema, _tables(table))
     if as_json:
         typer.echo(json.dumps(report.status_json(tables), indent=2))
     else:

@@ -68,6 +68,16 @@ class VerifyError(PodynError, Terminal):
 class NoState(PodynError, Terminal):
     """The state schema does not exist: nothing was migrated with it."""
 
+    def __init__(self, schema: str) -> None:
+        super().__init__(schema)
+        self.schema = schema
+
+    def __str__(self) -> str:
+        return (
+            f"no podyn-fast state in schema {self.schema!r} of this database (nothing was migrated here with it): "
+            f"run migrate first, or pass the --state-schema it used"
+        )
+
 
 class DemoError(PodynError, Terminal):
     """The demo could not run; the message says why."""

@@ -58,12 +58,14 @@ class TableVerdict:
 
     @property
     def equal(self) -> bool:
-        return not (self.missing or self.extra or self.differing or self.no_column)
+        # An item that could not be stored is not in the target: the tables cannot be equal.
+        return not (self.missing or self.extra or self.differing or self.no_column or self.rejects)
 
 
 def run(cfg: VerifyConfig) -> list[TableVerdict]:
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
     with connect.connect(cfg.postgres_url, "podyn-fast verify") as conn:
+        state.require_schema(conn, cfg.state_schema)
         names = list(cfg.tables) or state.table_names(conn, cfg.state_schema)
         verdicts = []
         for name in names:

@@ -13,7 +13,7 @@ from podyn_fast.state.changes import drop_change, keep_change, next_change
 from podyn_fast.state.columns import add_columns, layout, lock_registry, plan_additions, registry
 from podyn_fast.state.register import register_table
 from podyn_fast.state.rejects import record_rejects
-from podyn_fast.state.schema import ensure_schema, setup_lock
+from podyn_fast.state.schema import ensure_schema, require_schema, setup_lock
 from podyn_fast.state.segments import (
     Claim,
     Progress,
@@ -68,6 +68,7 @@ __all__ = [
     "register_table",
     "registry",
     "release",
+    "require_schema",
     "set_phase",
     "set_stopped",
     "set_stream",

@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from podyn_fast.errors import NoState
+
 # Serialises creating the state schema and registering tables: two runs starting at once must
 # not both CREATE the same objects.
 _SETUP_LOCK = "podyn-fast setup"
@@ -21,6 +23,12 @@ def setup_lock(conn: psycopg.Connection[Any]) -> None:
     """Serialise DDL with other podyn-fast processes until the caller's transaction ends:
     ``CREATE … IF NOT EXISTS`` run concurrently can still fail on the catalogs' unique indexes."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_SETUP_LOCK])
+
+
+def require_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Raise NoState unless ``schema`` holds podyn-fast's state (for the commands that only read it)."""
+    if conn.execute("SELECT to_regclass(%s)", [qualified(schema, "tables").as_string(conn)]).fetchone() == (None,):
+        raise NoState(schema)
 
 
 def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:

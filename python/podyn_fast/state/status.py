@@ -14,8 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from podyn_fast.errors import NoState
-from podyn_fast.state.schema import qualified
+from podyn_fast.state.schema import qualified, require_schema
 
 # A follower heartbeat older than this means no follower runs for the table.
 FOLLOWER_GONE = 60.0
@@ -64,9 +63,7 @@ ORDER BY t.table_name
 
 def read(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str] = ()) -> list[TableStatus]:
     """The status of ``tables`` (all when empty) recorded in the state schema ``schema``."""
-    exists = conn.execute("SELECT to_regclass(%s)", [qualified(schema, "tables").as_string(conn)]).fetchone()
-    if exists == (None,):
-        raise NoState(schema)
+    require_schema(conn, schema)
     query = sql.SQL(_QUERY).format(
         **{name: qualified(schema, name) for name in ("tables", "segments", "shards", "rejects")}
     )
