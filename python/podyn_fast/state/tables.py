@@ -100,14 +100,24 @@ def heartbeat(conn: psycopg.Connection[Any], schema: str, lags: dict[str, float 
         )
 
 
+# A table's phases, in the only order they go: loading → loaded → following.
+PHASES = ("loading", "loaded", "following")
+
+
 def set_phase(conn: psycopg.Connection[Any], schema: str, table: str, phase: str) -> None:
+    """Move ``table`` on to ``phase``; never back (a second host finishing its share of a load
+    must not turn a followed table back to loaded)."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}")
     with conn.transaction():
         conn.execute(
             sql.SQL(
-                "UPDATE {} SET phase = %s, loaded_at = CASE WHEN %s = 'loaded' THEN now() ELSE loaded_at END"
-                " WHERE table_name = %s"
+                "UPDATE {} SET phase = %(phase)s,"
+                " loaded_at = CASE WHEN %(phase)s = 'loaded' THEN now() ELSE loaded_at END"
+                " WHERE table_name = %(table)s"
+                " AND array_position(%(phases)s::text[], phase) < array_position(%(phases)s::text[], %(phase)s)"
             ).format(qualified(schema, "tables")),
-            [phase, phase, table],
+            {"phase": phase, "table": table, "phases": list(PHASES)},
         )
 
 
