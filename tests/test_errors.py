@@ -60,6 +60,28 @@ def test_postgres_unknown_database(migrate: Migrator, pg_dsn: str) -> None:
     assert_refused(run, "PostgreSQL has no database 'no_such_database_here'", "create it")
 
 
+def test_a_database_not_in_utf8_is_refused_before_any_row(
+    migrate: Migrator, dynamodb: Any, pg_dsn: str, pg: psycopg.Connection[TupleRow]
+) -> None:
+    # Before: the rows went in, converted by the server from what it took for the client's encoding.
+    create_table(dynamodb, "accents", [("pk", "S")])
+    put_items(dynamodb, "accents", [{"pk": {"S": "café ☕"}}])
+    name = f"latin1_{os.getpid()}"
+    pg.execute(
+        sql.SQL("CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+            sql.Identifier(name)
+        )
+    )
+    try:
+        url = psycopg.conninfo.make_conninfo(pg_dsn, dbname=name)
+        run = migrate("-t", "accents", url=url)
+        assert_refused(run, f"database '{name}' is in encoding LATIN1, not UTF8", "ENCODING 'UTF8'")
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'm%%'").fetchone() == (0,)
+    finally:
+        pg.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
 @pytest.mark.parametrize(
     ("text", "sqlstate", "expected"),
     [

@@ -85,3 +85,7 @@ class DemoError(PodynError, Terminal):
 
 class EmulatorError(PodynError, Terminal, RuntimeError):
     """The emulator is not installed or did not start."""
+
+
+class UnsupportedDatabase(PodynError, Terminal):
+    """The target database cannot hold what podyn-fast writes (its encoding); the message says why."""

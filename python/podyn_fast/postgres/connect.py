@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from podyn_fast import retry
+from podyn_fast.errors import UnsupportedDatabase
 from podyn_fast.postgres import liveness
 from podyn_fast.postgres.liveness import WatchedConnection
 
@@ -26,6 +27,13 @@ def connect(url: str, application_name: str) -> WatchedConnection:
     """An autocommit connection (callers open their transactions explicitly) with the network
     and lock timeouts of postgres/liveness.py, its waits watched."""
     conn = WatchedConnection.connect(liveness.conninfo(url), autocommit=True, application_name=application_name)
+    encoding, dbname = conn.info.parameter_status("server_encoding"), conn.info.dbname
+    if encoding != "UTF8":
+        conn.close()
+        raise UnsupportedDatabase(
+            f"database {dbname!r} is in encoding {encoding}, not UTF8: DynamoDB strings are Unicode, which it "
+            f"cannot hold exactly; create the database with ENCODING 'UTF8' and migrate into it"
+        )
     liveness.watch(conn, url)
     return conn
 

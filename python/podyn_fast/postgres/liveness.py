@@ -70,12 +70,14 @@ _LOOKUP = (
 
 
 def conninfo(url: str) -> str:
-    """``url`` with the defaults above that neither it nor the environment sets."""
+    """``url`` with the defaults above that neither it nor the environment sets, and always
+    ``client_encoding=UTF8``: the Rust core writes UTF-8, which the server must not convert as if
+    it were in another encoding."""
     given = conninfo_to_dict(url)
     added = {
         k: v for k, v in NETWORK_DEFAULTS.items() if k not in given and os.environ.get(_ENVIRONMENT.get(k, "")) is None
     }
-    return make_conninfo(url, **added) if added else url
+    return make_conninfo(url, **added, client_encoding="UTF8")
 
 
 def watch(conn: WatchedConnection, url: str) -> tuple[int, datetime] | None:
