@@ -26,7 +26,7 @@ from podyn_fast import retry, state
 from podyn_fast._core import StreamBatch
 from podyn_fast.codec import RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
-from podyn_fast.errors import FollowError, Gap
+from podyn_fast.errors import BodyError, FollowError, Gap
 from podyn_fast.follow import apply
 from podyn_fast.postgres import citus, connect
 from podyn_fast.settings import FollowConfig
@@ -40,6 +40,8 @@ IDLE_CAP = 2.0
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
 APPLICATION = "podyn-fast follow"
+# Answers in a row for one shard that cannot be read before the table stops following.
+MAX_UNREADABLE = 5
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
 
@@ -317,21 +319,32 @@ class Follower:
         return error
 
     def _read(self, f: Followed, shard: Shard) -> None:
+        """One turn of a shard; a read that fails (GetShardIterator, GetRecords, BatchGetItem, an
+        answer that cannot be read) is tried again later, this shard waiting while the others go on."""
         try:
-            if shard.iterator is None:
-                shard.iterator = self._iterator(f, shard)
-            body = self.dynamo.get_records(shard.iterator)
-        except retry.AWS_FAILURES as e:
+            self._read_once(f, shard)
+        except (*retry.AWS_FAILURES, BodyError) as e:
             if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
                 shard.iterator = None  # renewed from the checkpoint on the next turn
                 return
-            failure = retry.aws_failure(e)
-            if not failure.transient:
+            if isinstance(e, BodyError):
+                if shard.failures.attempts >= MAX_UNREADABLE:
+                    raise Gap(
+                        f"table {f.table.table_name!r}: {MAX_UNREADABLE + 1} answers in a row for shard "
+                        f"{shard.shard_id} could not be read ({e}); run follow again to retry from the checkpoint"
+                    ) from None
+                why = f"unreadable answer: {e}"
+            elif not (failure := retry.aws_failure(e)).transient:
                 raise self._gap_or(f, shard, e) if isinstance(e, ClientError) else e from None
-            # This shard waits, the others go on.
+            else:
+                why = failure.why
             shard.next_poll = time.monotonic() + shard.failures.delay()
-            log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, failure.why)
-            return
+            log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, why)
+
+    def _read_once(self, f: Followed, shard: Shard) -> None:
+        if shard.iterator is None:
+            shard.iterator = self._iterator(f, shard)
+        body = self.dynamo.get_records(shard.iterator)
         self._promote(f)
         # While the table loads the body is kept raw; only its records, position and end matter now.
         batches = [f.codec.layout.encode_records(body)] if f.phase == "loading" else self._prepare(f, body)
@@ -421,7 +434,10 @@ class Follower:
         for start in range(0, len(wanted), 100):
             pending = wanted[start : start + 100]
             while pending:
-                response = orjson.loads(self.dynamo.batch_get(name, pending))
+                try:
+                    response = orjson.loads(self.dynamo.batch_get(name, pending))
+                except orjson.JSONDecodeError as e:
+                    raise BodyError(f"unreadable BatchGetItem answer: {e}") from None
                 for item in response.get("Responses", {}).get(name, []):
                     found[orjson.dumps({k: item[k] for k in key_names})] = item
                 pending = response.get("UnprocessedKeys", {}).get(name, {}).get("Keys", [])
