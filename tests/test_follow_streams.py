@@ -334,3 +334,21 @@ def _heartbeat_seen(env: Env, table: str) -> bool:
             [table],
         ).fetchone()
     return bool(row and row[0])
+
+
+def test_a_stream_turned_off_stops_the_table(env: Env) -> None:
+    # Before: the follower read the closed shards to their end and exited 0 (or waited forever).
+    server = env.server
+    server.create_table("Off", list(KEYS), shards=2)
+    for i in range(20):
+        server.put("Off", {"pk": {"S": f"k{i}"}, "sk": {"N": "0"}})
+    env.migrate("--table", "Off")
+    with running(env._cmd("follow", "--table", "Off")) as follower:
+        follower.wait_for(lambda: applied_records(env.dsn, env.state) >= 20, "the load's changes applied")
+        for i in range(20):
+            server.put("Off", {"pk": {"S": f"k{i}"}, "sk": {"N": "0"}, "v": {"N": str(i)}})
+        server.disable_stream("Off")
+        assert follower.finish(timeout=60) == 1, follower.stderr()
+        message = " ".join(follower.stderr().split())
+    assert "its stream was turned off" in message, message
+    env.check("Off")  # every change recorded before is applied

@@ -249,9 +249,19 @@ class Follower:
             return
         f.graph_read, f.graph_stale = now, False
         name = f.table.table_name
-        arn = self.dynamo.client.describe_table(TableName=name)["Table"].get("LatestStreamArn")
+        description = self.dynamo.client.describe_table(TableName=name)["Table"]
+        arn = description.get("LatestStreamArn")
         if arn != f.stream_arn:
             self._stop(f, _new_stream_message(name, f.stream_arn, arn))
+            return
+        enabled = description.get("StreamSpecification", {}).get("StreamEnabled", True)
+        if not enabled and f.shards and all(s.finished for s in f.shards.values()):
+            # Every record the stream holds is applied; nothing records the changes made since.
+            self._stop(
+                f,
+                f"table {name!r}: its stream was turned off, so changes made since are not captured (every change "
+                f"recorded before was applied); turn a stream on again and re-migrate the table",
+            )
             return
         listed: dict[str, str | None] = {}
         kwargs: dict[str, Any] = {"StreamArn": f.stream_arn}
