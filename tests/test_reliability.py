@@ -4,6 +4,7 @@ grow with the table."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import uuid
@@ -198,3 +199,26 @@ def test_worker_memory_does_not_grow_with_the_table(pg_dsn: str, fast_dynamo: Sc
                 for s in schemas:
                     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
     assert peaks[1] <= peaks[0] * 1.2, peaks
+
+
+@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGTERM, "2"), (signal.SIGINT, "2"), (signal.SIGTERM, "1")])
+def test_a_signal_stops_migrate_cleanly_and_the_rerun_finishes(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str], signum: int, workers: str
+) -> None:
+    # Before: SIGTERM killed migrate without a word (leaked-semaphore warnings), Ctrl-C exited 130
+    # with no message.
+    fast_dynamo.stall(60, after_pages=6)  # mid-load, for as long as the test needs
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1")
+    cmd += ["--segments", "8", "--workers", workers]
+    with running(cmd) as proc:
+        proc.wait_for(lambda: committed_items(pg_dsn, schemas[1], TYPICAL) > 0, "the first rows committed")
+        proc.proc.send_signal(signum)
+        assert proc.finish(timeout=60) == 128 + signum, proc.stderr()
+        stderr = proc.stderr()
+    name = signal.Signals(signum).name
+    assert f"stopped by {name}" in stderr and "run the same command again to resume" in stderr, stderr
+    assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    fast_dynamo.reset_faults()
+    with running(cmd) as rerun:
+        assert rerun.finish(timeout=240) == 0, rerun.stderr()
+    _exact(pg_dsn, schemas, TYPICAL, TYPICAL_COUNT)

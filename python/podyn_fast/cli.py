@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 
 from podyn_fast import __version__, report
-from podyn_fast.errors import PodynError
+from podyn_fast.errors import Interrupted, PodynError
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
 
 log = logging.getLogger("podyn_fast")
@@ -100,14 +101,27 @@ def _setup(postgres: str | None) -> tuple[report.Reporter, str]:
     return out, url
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 @contextlib.contextmanager
 def _reported(out: report.Reporter, url: str | None) -> Iterator[None]:
     """Errors become one line naming the problem and the fix, and exit code 1 (with --verbose,
-    the traceback too); no message ever shows the password or an AWS secret."""
+    the traceback too); no message ever shows the password or an AWS secret. Ctrl-C and SIGTERM
+    stop the command (a follower first finishes its batch): exit code 128 + the signal."""
+    previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         yield
     except typer.Exit:
         raise
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        out.error(
+            f"stopped by {signal.Signals(signum).name}: what was committed stays (`podyn-fast status` shows it); "
+            f"run the same command again to resume"
+        )
+        raise typer.Exit(128 + signum) from None
     except Exception as e:
         from podyn_fast import explain  # noqa: PLC0415  (botocore and psycopg: not for --help)
         from podyn_fast.secrets import clean  # noqa: PLC0415
@@ -116,6 +130,8 @@ def _reported(out: report.Reporter, url: str | None) -> Iterator[None]:
             out.traceback(clean("".join(traceback.format_exception(e)), url))
         out.error(explain.message(e, url))
         raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_version(value: bool) -> None:

@@ -89,3 +89,11 @@ class EmulatorError(PodynError, Terminal, RuntimeError):
 
 class UnsupportedDatabase(PodynError, Terminal):
     """The target database cannot hold what podyn-fast writes (its encoding); the message says why."""
+
+
+class Interrupted(PodynError, Terminal):
+    """A signal (SIGTERM) asked the command to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -25,7 +25,7 @@ from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.tables import describe, list_tables
 from podyn_fast.errors import MigrateError
 from podyn_fast.migrate.plan import finish, plan
-from podyn_fast.migrate.worker import init_process, w_load
+from podyn_fast.migrate.worker import STOP, init_process, w_load
 from podyn_fast.postgres import connect
 from podyn_fast.settings import MigrateConfig
 
@@ -133,9 +133,26 @@ def _load(cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> No
     console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     with make_executor(workers, json_logs=cfg.json_logs) as pool:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
-        _watch(cfg, estimates, futures, console)
+        try:
+            _watch(cfg, estimates, futures, console)
+        except BaseException:  # Ctrl-C, SIGTERM, or this process failing: the workers stop too
+            _stop_workers(pool)
+            raise
         for f in futures:
             f.result()  # raises the first worker's error
+
+
+def _stop_workers(pool: Executor) -> None:
+    """Stop the loaders at once: each abandons its transaction in flight (PostgreSQL rolls it
+    back), so what is committed stays exactly what the state schema says; a rerun resumes."""
+    STOP.set()
+    if isinstance(pool, ProcessPoolExecutor):
+        processes = list(getattr(pool, "_processes", {}).values())  # no public way before Python 3.14
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _watch(

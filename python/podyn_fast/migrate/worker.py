@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,13 +26,17 @@ from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Reject
 from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
-from podyn_fast.errors import LeaseLost
+from podyn_fast.errors import Interrupted, LeaseLost
 from podyn_fast.postgres import citus, connect
 from podyn_fast.postgres.copy import copy_statement
 from podyn_fast.secrets import clean
 from podyn_fast.settings import MigrateConfig
 
 log = logging.getLogger("podyn_fast")
+
+# Set by the coordinator to stop a loader that runs in its own process (a single worker): the
+# transaction in flight is abandoned (rolled back), as a terminated worker process's is.
+STOP = threading.Event()
 APPLICATION = "podyn-fast migrate"
 
 
@@ -164,6 +169,8 @@ class Loader:
             with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
                 copy.write(COPY_HEADER)
                 while True:
+                    if STOP.is_set():
+                        raise Interrupted(signal.SIGINT)
                     page = pending or reader.next_page()
                     pending = None
                     if page is None:
@@ -219,6 +226,8 @@ def init_process(coordinator: int, json_logs: bool) -> None:
     rolls it back, and the lease of a dead process on this host is taken over at once.
     """
     logs.configure(json=json_logs)
+    # Ctrl-C reaches the whole process group: the coordinator decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == coordinator:
