@@ -222,3 +222,19 @@ def test_a_signal_stops_migrate_cleanly_and_the_rerun_finishes(
     with running(cmd) as rerun:
         assert rerun.finish(timeout=240) == 0, rerun.stderr()
     _exact(pg_dsn, schemas, TYPICAL, TYPICAL_COUNT)
+
+
+def test_migrate_follow_stops_at_once_when_its_follower_cannot_go_on(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    # Before: the follower thread ended (here: the table has no stream) and the load went on for
+    # as long as it took, capturing nothing, the error shown only at the end.
+    fast_dynamo.stall(120, after_pages=6)
+    cmd = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", TYPICAL, "--batch-mb", "1", "--follow")
+    started = time.monotonic()
+    with running(cmd) as proc:
+        assert proc.finish(timeout=90) == 1, proc.stderr()
+        message = " ".join(proc.stderr().split())
+    assert time.monotonic() - started < 90
+    assert "has no stream" in message and "Traceback" not in message, message
+    assert committed_items(pg_dsn, schemas[1], TYPICAL) < TYPICAL_COUNT

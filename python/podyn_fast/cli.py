@@ -359,7 +359,13 @@ def migrate(
         )
         follower = FollowerThread(fcfg, out)
     with _reported(out, url):
-        reports = coordinator.run(cfg, out.console, on_planned=follower.start if follower else None)
+        # Capturing the changes is half the point: a follower that stops stops the load too.
+        reports = coordinator.run(
+            cfg,
+            out.console,
+            on_planned=follower.start if follower else None,
+            failed=follower.failure if follower else lambda: None,
+        )
         if follower is not None:
             report.migrate_summary(out, reports)
             follower.wait()

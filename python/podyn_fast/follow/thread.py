@@ -66,6 +66,10 @@ class FollowerThread:
             )
         return now
 
+    def failure(self) -> BaseException | None:
+        """The error that ended the follower, if one did (it then follows nothing more)."""
+        return self.error
+
     @property
     def failed(self) -> bool:
         return any(r.stopped for r in self.reports)

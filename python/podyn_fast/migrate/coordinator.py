@@ -61,11 +61,15 @@ def make_executor(workers: int, *, json_logs: bool = False) -> Executor:
 
 
 def run(
-    cfg: MigrateConfig, console: Console | None = None, on_planned: Callable[[list[str]], None] | None = None
+    cfg: MigrateConfig,
+    console: Console | None = None,
+    on_planned: Callable[[list[str]], None] | None = None,
+    failed: Callable[[], BaseException | None] = lambda: None,
 ) -> list[TableReport]:
     """Load every table of ``cfg``; returns one report per table. ``on_planned`` is called with the
     table names once they are recorded and created, before any row is loaded (``--follow`` starts
-    capturing changes there)."""
+    capturing changes there). ``failed`` is asked every moment of the load: an error it returns
+    (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
     names = list(cfg.tables) or list_tables(dynamo)
@@ -85,7 +89,7 @@ def run(
         started = time.monotonic()
         todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}
         while todo:
-            _load(cfg, todo, console)
+            _load(cfg, todo, console, failed)
             # Idle through the load: PostgreSQL may have restarted meanwhile (the workers rode it out).
             conn = connect.usable(conn, cfg.postgres_url, APPLICATION)
             if not _wait_for_others(conn, cfg, list(todo), console):
@@ -128,13 +132,15 @@ def _report(
     return TableReport(name, p.items, p.items - before, p.rejects, p.bytes, seconds, loaded)
 
 
-def _load(cfg: MigrateConfig, estimates: dict[str, int], console: Console) -> None:
+def _load(
+    cfg: MigrateConfig, estimates: dict[str, int], console: Console, failed: Callable[[], BaseException | None]
+) -> None:
     workers = max(1, cfg.workers)
     console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     with make_executor(workers, json_logs=cfg.json_logs) as pool:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
         try:
-            _watch(cfg, estimates, futures, console)
+            _watch(cfg, estimates, futures, console, failed)
         except BaseException:  # Ctrl-C, SIGTERM, or this process failing: the workers stop too
             _stop_workers(pool)
             raise
@@ -160,6 +166,7 @@ def _watch(
     estimates: dict[str, int],
     futures: list[Future[Any]],
     console: Console,
+    failed: Callable[[], BaseException | None],
 ) -> None:
     """Show committed progress per table until the workers are done (read from the state schema,
     so it counts the work of every host). Totals start from DescribeTable's ItemCount.
@@ -169,7 +176,7 @@ def _watch(
     """
     reader = _ProgressReader(cfg)
     try:
-        _show_progress(reader, cfg, estimates, futures, console)
+        _show_progress(reader, cfg, estimates, futures, console, failed)
     finally:
         reader.close()
 
@@ -199,6 +206,7 @@ def _show_progress(
     estimates: dict[str, int],
     futures: list[Future[Any]],
     console: Console,
+    failed: Callable[[], BaseException | None],
 ) -> None:
     live = cfg.progress and console.is_terminal
     plain = cfg.progress and not console.is_terminal
@@ -217,6 +225,8 @@ def _show_progress(
         first = {n: p.bytes for n, p in reader.read(estimates).items()}
         started = last_line = time.monotonic()
         while True:
+            if (error := failed()) is not None:
+                raise error
             finished = all(f.done() for f in futures)
             line_due = time.monotonic() - last_line >= cfg.progress_every
             progress = reader.read(estimates)
