@@ -82,12 +82,7 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
     assert subprocess.run(migrate, capture_output=True, text=True, timeout=120, check=False).returncode == 0
 
     def write(n: int) -> None:
-        for _ in range(n):
-            key = rng.randrange(600)
-            if rng.random() < 0.2:
-                server.delete("Tbl", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}})
-            else:
-                server.put("Tbl", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}, "v": {"N": str(rng.randrange(10**6))}})
+        _write(server, "Tbl", rng, n, keys=600)
 
     write(3000)
     server.latency = 0.01  # slow enough that the restart lands while changes are applied
@@ -104,11 +99,17 @@ def test_follow_reconnects_and_ends_exact(own_pg: EmbeddedPostgres, streams_serv
     finally:
         server.latency = 0.0
     assert "reconnected to PostgreSQL" in stderr, stderr
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        found = state.get_table(conn, state_schema, "Tbl")
-        assert found is not None
-        layout = state.layout(conn, state_schema, found)
-        reference.check_table(conn, target, found.target_table, layout, list(server.snapshot("Tbl").values()))
+    _follow_exact(dsn, state_schema, target, server, "Tbl")
+
+
+def _write(server: StreamsServer, table: str, rng: random.Random, n: int, *, keys: int) -> None:
+    """``n`` random writes to ``table``: puts of a random value, one in five a delete."""
+    for _ in range(n):
+        key = {"pk": {"S": f"k{rng.randrange(keys)}"}, "sk": {"N": "0"}}
+        if rng.random() < 0.2:
+            server.delete(table, key)
+        else:
+            server.put(table, {**key, "v": {"N": str(rng.randrange(10**6))}})
 
 
 def _via(proxy: PgProxy, own_pg: EmbeddedPostgres) -> str:
@@ -172,12 +173,7 @@ def test_follow_survives_a_drop_at_every_point_of_its_apply_transaction(
     rng = random.Random(7)
 
     def write(n: int) -> None:
-        for _ in range(n):
-            key = rng.randrange(300)
-            if rng.random() < 0.2:
-                server.delete("Drops", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}})
-            else:
-                server.put("Drops", {"pk": {"S": f"k{key}"}, "sk": {"N": "0"}, "v": {"N": str(rng.randrange(10**6))}})
+        _write(server, "Drops", rng, n, keys=300)
 
     write(100)
     common = ["--endpoint-url", server.endpoint, "--region", "us-east-1", "--state-schema", state_schema]
