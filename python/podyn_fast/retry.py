@@ -75,7 +75,8 @@ class Backoff:
     def delay(self) -> float:
         """The next delay (and one attempt more)."""
         self.attempts += 1
-        ceiling = min(self.cap, self.base * 2**self.attempts)
+        # The exponent stops growing long after the cap is reached: 2.0**1100 would overflow.
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 60))
         return random.uniform(0, ceiling) if self.jitter else ceiling  # noqa: S311  (jitter, not a secret)
 
     def sleep(self, stop: threading.Event | None = None) -> bool:

@@ -57,6 +57,8 @@ class Shard:
     idle_delay: float = 0.0
     failures: retry.Backoff = field(default_factory=lambda: retry.Backoff(1.0, IDLE_CAP * 5))
     """Reads that failed in a row (throttled, the network): each waits longer before the next."""
+    unreadable: int = 0
+    """Answers in a row that could not be read."""
     last_data: float = 0.0
     """When this shard last returned records, or was first read."""
     reads: int = 0
@@ -338,7 +340,8 @@ class Follower:
                 shard.iterator = None  # renewed from the checkpoint on the next turn
                 return
             if isinstance(e, BodyError):
-                if shard.failures.attempts >= MAX_UNREADABLE:
+                shard.unreadable += 1
+                if shard.unreadable > MAX_UNREADABLE:
                     raise Gap(
                         f"table {f.table.table_name!r}: {MAX_UNREADABLE + 1} answers in a row for shard "
                         f"{shard.shard_id} could not be read ({e}); run follow again to retry from the checkpoint"
@@ -365,6 +368,7 @@ class Follower:
         shard.reads += 1
         shard.at_head = not batch.records
         shard.failures.reset()
+        shard.unreadable = 0
         if batch.records:
             shard.last_data = now
             shard.idle_delay = 0.0
