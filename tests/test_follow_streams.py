@@ -352,3 +352,40 @@ def test_a_stream_turned_off_stops_the_table(env: Env) -> None:
         message = " ".join(follower.stderr().split())
     assert "its stream was turned off" in message, message
     env.check("Off")  # every change recorded before is applied
+
+
+def test_a_stream_enabled_after_the_load_began_is_a_gap(env: Env) -> None:
+    # Before: the follower took the new stream as its own and applied from there, silently missing
+    # every change made between the load and the stream.
+    server = env.server
+    server.create_table("Late2", list(KEYS), view_type=None)
+    for i in range(10):
+        server.put("Late2", {"pk": {"S": f"k{i}"}, "sk": {"N": "0"}})
+    env.migrate("--table", "Late2")
+    server.put("Late2", {"pk": {"S": "k0"}, "sk": {"N": "0"}, "lost": {"S": "not captured"}})
+    server.enable_stream("Late2")
+    done = env.follow("--table", "Late2")
+    assert done.returncode == 1, done.stderr
+    assert "was enabled after the load began" in " ".join(done.stderr.split()), done.stderr
+    status = [PODYN, "status", "--postgres-url", env.dsn, "--state-schema", env.state, "--json"]
+    shown = subprocess.run(status, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(shown.stdout)["tables"][0]["phase"] == "stopped"  # a rerun is refused too
+
+
+def test_a_first_follow_after_the_stream_kept_its_records_is_a_gap(env: Env) -> None:
+    # Before: a first follow read every shard from TRIM_HORIZON, which silently starts after what
+    # the stream has dropped: the changes from the start of a load 25 hours ago.
+    server = env.server
+    server.create_table("Old", list(KEYS))
+    server.put("Old", {"pk": {"S": "k"}, "sk": {"N": "0"}})
+    env.migrate("--table", "Old")
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {} SET load_started_at = now() - interval '25 hours'").format(
+                sql.Identifier(env.state, "tables")
+            )
+        )
+    done = env.follow("--table", "Old")
+    assert done.returncode == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "its load began 25.0 hours ago and its stream was never read" in message, message

@@ -25,6 +25,7 @@ class SourceTable:
     size_bytes: int
     on_demand: bool
     stream_arn: str | None
+    """The stream that records the table's changes now, if one does."""
 
 
 def source_table(description: dict[str, Any]) -> SourceTable:
@@ -41,6 +42,7 @@ def source_table(description: dict[str, Any]) -> SourceTable:
         for ix in description.get(kind, [])
     ]
     billing = description.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+    stream = description.get("StreamSpecification", {})
     return SourceTable(
         name=description["TableName"],
         keys=keys_of(description["KeySchema"]),
@@ -48,7 +50,8 @@ def source_table(description: dict[str, Any]) -> SourceTable:
         item_count=int(description.get("ItemCount", 0)),
         size_bytes=int(description.get("TableSizeBytes", 0)),
         on_demand=billing == "PAY_PER_REQUEST",
-        stream_arn=description.get("LatestStreamArn"),
+        # A stream turned off keeps its ARN in LatestStreamArn, and records nothing.
+        stream_arn=description.get("LatestStreamArn") if stream.get("StreamEnabled") else None,
     )
 
 

@@ -42,6 +42,10 @@ GRAPH_EVERY = 10.0
 APPLICATION = "podyn-fast follow"
 # Answers in a row for one shard that cannot be read before the table stops following.
 MAX_UNREADABLE = 5
+# How long a stream keeps its records, and how close to that a first read is too late (the
+# records' trimming is not to the second).
+STREAM_RETENTION = 24 * 3600.0
+RETENTION_MARGIN = 600.0
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
 
@@ -146,16 +150,41 @@ class Follower:
                     f"table {name!r} has no stream: enable one with NEW_AND_OLD_IMAGES (or NEW_IMAGE), "
                     f"then re-migrate the table, since changes before the stream existed are not captured"
                 )
+            gap = self._gap_at_start(table, arn)
+            if gap is not None:
+                state.set_stopped(self.conn, schema, name, gap)
+                raise FollowError(gap)
             if table.stream_arn is None:
                 state.set_stream(self.conn, schema, name, arn)
-            elif table.stream_arn != arn:
-                state.set_stopped(self.conn, schema, name, _new_stream_message(name, table.stream_arn, arn))
-                raise FollowError(_new_stream_message(name, table.stream_arn, arn))
             codec = RegistryCodec(lambda: self.conn, schema, table, self.cfg.column_limit)
             followed = Followed(codec, arn)
             for c in state.shards(self.conn, schema, name, arn):
                 followed.shards[c.shard_id] = Shard(c.shard_id, c.parent, c.last_sequence, c.finished)
             self.followed[name] = followed
+
+    def _gap_at_start(self, table: state.TableState, arn: str) -> str | None:
+        """Why the stream cannot hold every change since the load began, if it cannot: another
+        stream than the load's, a stream enabled after the load began, or a first read of it once
+        the records from the load's start may have aged out (streams keep 24 hours)."""
+        name = table.table_name
+        if table.stream_arn is not None and table.stream_arn != arn:
+            return _new_stream_message(name, table.stream_arn, arn)
+        if table.load_age is None:
+            return None  # no load yet (its changes matter from when it starts), or an older state
+        if table.stream_arn is None:
+            return (
+                f"table {name!r}: its stream ({arn}) was enabled after the load began, so the changes made "
+                f"in between were not captured; re-migrate the table (drop it and its row in "
+                f"{self.cfg.state_schema}.tables, then run migrate --follow)"
+            )
+        first_read = not state.shards(self.conn, self.cfg.state_schema, name, arn)
+        if first_read and table.load_age > STREAM_RETENTION - RETENTION_MARGIN:
+            return (
+                f"table {name!r}: its load began {table.load_age / 3600:.1f} hours ago and its stream was never "
+                f"read: a stream keeps 24 hours, so the changes from the start of the load may be gone; "
+                f"re-migrate the table with --follow, which captures the changes from the start"
+            )
+        return None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -336,8 +365,12 @@ class Follower:
         try:
             self._read_once(f, shard)
         except (*retry.AWS_FAILURES, BodyError) as e:
-            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == "ExpiredIteratorException":
-                shard.iterator = None  # renewed from the checkpoint on the next turn
+            code = e.response.get("Error", {}).get("Code") if isinstance(e, ClientError) else None
+            if code == "ExpiredIteratorException" or (code == "TrimmedDataAccessException" and not shard.last_sequence):
+                # Renewed from the checkpoint on the next turn; a shard never read has nothing to
+                # lose to trimming (only records older than its new TRIM_HORIZON, from before the
+                # load: _gap_at_start saw to that).
+                shard.iterator = None
                 return
             if isinstance(e, BodyError):
                 shard.unreadable += 1

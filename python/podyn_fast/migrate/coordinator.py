@@ -83,6 +83,10 @@ def run(
         tables = {src.name: plan(conn, cfg, src) for src in sources}
         if not cfg.load:
             return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
+        for src in sources:
+            if tables[src.name].phase == "loading":
+                # From here on, every change must reach the follower: the stream that records them.
+                state.mark_load_start(conn, cfg.state_schema, src.name, src.stream_arn)
         if on_planned is not None:
             on_planned(list(tables))
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}

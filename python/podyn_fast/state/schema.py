@@ -58,7 +58,8 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                 follow_lag double precision,
                 follow_heartbeat timestamptz,
                 created_at timestamptz NOT NULL DEFAULT now(),
-                loaded_at timestamptz)""",
+                loaded_at timestamptz,
+                load_started_at timestamptz)""",
             """CREATE TABLE IF NOT EXISTS {columns} (
                 table_name text NOT NULL REFERENCES {tables} ON DELETE CASCADE,
                 ordinal integer NOT NULL,
@@ -127,6 +128,7 @@ _ADDED_COLUMNS = {
         "last_error_at": "timestamptz",
         "follow_lag": "double precision",
         "follow_heartbeat": "timestamptz",
+        "load_started_at": "timestamptz",
     },
 }
 

@@ -33,13 +33,16 @@ class TableState:
     """The stream `follow` reads; a different LatestStreamArn later means changes were lost."""
     stopped: str | None = None
     """Why following this table stopped (a gap), if it did."""
+    load_age: float | None = None
+    """Seconds since its load began (when the state was read); None before, or from an older version."""
 
 
 def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableState | None:
     row = conn.execute(
         sql.SQL(
             "SELECT table_name, target_schema, target_table, mode, lower_case, keys, indexes, total_segments,"
-            " deferred_primary_key, phase, document_column, stream_arn, stopped FROM {} WHERE table_name = %s"
+            " deferred_primary_key, phase, document_column, stream_arn, stopped,"
+            " extract(epoch FROM now() - load_started_at)::float8 FROM {} WHERE table_name = %s"
         ).format(qualified(schema, "tables")),
         [table],
     ).fetchone()
@@ -48,7 +51,20 @@ def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableSt
     keys = [(a, t) for a, t in row[5]]
     indexes = [(n, [(a, t) for a, t in k]) for n, k in row[6]]
     return TableState(
-        row[0], row[1], row[2], row[3], row[4], keys, indexes, row[7], row[8], row[9], row[10], row[11], row[12]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        keys,
+        indexes,
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
     )
 
 
@@ -133,6 +149,19 @@ def phase(conn: psycopg.Connection[Any], schema: str, table: str) -> str | None:
         sql.SQL("SELECT phase FROM {} WHERE table_name = %s").format(qualified(schema, "tables")), [table]
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def mark_load_start(conn: psycopg.Connection[Any], schema: str, table: str, stream_arn: str | None) -> None:
+    """The load of ``table`` begins (first time only): the moment changes start to matter, and the
+    stream that captures them (None: the table has none). A follower refuses a stream enabled
+    later, or a first read of the stream once the records from this moment may have aged out."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET load_started_at = now(), stream_arn = coalesce(stream_arn, %s)"
+            " WHERE table_name = %s AND load_started_at IS NULL"
+        ).format(qualified(schema, "tables")),
+        [stream_arn, table],
+    )
 
 
 def set_stream(conn: psycopg.Connection[Any], schema: str, table: str, stream_arn: str) -> None:
