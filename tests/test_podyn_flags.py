@@ -22,6 +22,7 @@ from tests.moto_migrate import (
     PODYN,
     Migrator,
     assert_ok,
+    assert_refused,
     check_loaded,
     create_table,
     put_items,
@@ -31,6 +32,7 @@ from tests.moto_migrate import (
 STAND_IN = """
 CREATE TABLE public.citus_calls (rel text, col text, nrows bigint, at timestamptz DEFAULT clock_timestamp());
 CREATE TABLE public.citus_copies (rel text, pool_size text);
+CREATE TABLE public.pg_dist_partition (logicalrelid regclass);
 CREATE FUNCTION public.citus_probe() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO public.citus_copies
@@ -42,13 +44,14 @@ DECLARE n bigint;
 BEGIN
   EXECUTE format('SELECT count(*) FROM %s', rel) INTO n;
   INSERT INTO public.citus_calls (rel, col, nrows) VALUES (rel::text, col, n);
+  INSERT INTO public.pg_dist_partition VALUES (rel);
   EXECUTE format('CREATE TRIGGER citus_probe AFTER INSERT ON %s'
     ' FOR EACH STATEMENT EXECUTE FUNCTION public.citus_probe()', rel);
 END $$;
 """
 DROP_STAND_IN = """
 DROP FUNCTION IF EXISTS public.create_distributed_table(regclass, text);
-DROP TABLE IF EXISTS public.citus_calls, public.citus_copies;
+DROP TABLE IF EXISTS public.citus_calls, public.citus_copies, public.pg_dist_partition;
 DROP FUNCTION IF EXISTS public.citus_probe() CASCADE;
 """
 
@@ -171,3 +174,13 @@ def test_citus_follow_applies_with_one_connection_per_node(
     assert after[0] > loaded[0] and after[1] == ["1"], after
     rows = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(migrate.target, "orders"))).fetchone()
     assert rows == (20,)
+
+
+@pytest.mark.usefixtures("citus_stand_in")
+def test_citus_on_a_table_made_undistributed_is_refused(migrate: Migrator, dynamodb: Any) -> None:
+    # Before: `-x` after a `-s` without it left the table local, silently.
+    create_table(dynamodb, "orders", [("Id", "S")])
+    put_items(dynamodb, "orders", [{"Id": {"S": "a"}}])
+    assert_ok(migrate("-s", "-t", "orders"))
+    run = migrate("-x", "-t", "orders")
+    assert_refused(run, "exists and is not distributed", "create_distributed_table(")

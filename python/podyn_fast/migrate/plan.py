@@ -14,7 +14,7 @@ from podyn_fast import state
 from podyn_fast._core import Layout, column_type, fit_ident, key_columns
 from podyn_fast.dynamo.tables import SourceTable
 from podyn_fast.errors import MigrateError
-from podyn_fast.postgres import ddl
+from podyn_fast.postgres import citus, ddl
 from podyn_fast.settings import MigrateConfig
 
 
@@ -141,6 +141,13 @@ def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: SourceTable)
         if cfg.citus and not existed:
             # In the transaction that creates it: a table is never left created but not distributed.
             conn.execute(ddl.distribute(recorded.target_schema, recorded.target_table, layout))
+        elif cfg.citus and not citus.distributed(conn, recorded.target_schema, recorded.target_table):
+            target = f"{recorded.target_schema}.{recorded.target_table}"
+            how = ddl.distribute(recorded.target_schema, recorded.target_table, layout).as_string(conn)
+            raise MigrateError(
+                f"--citus: target table {target} exists and is not distributed (made by a run without --citus): "
+                f"distribute it with {how}, or drop it, then run again"
+            )
     return recorded
 
 
