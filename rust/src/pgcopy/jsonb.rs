@@ -3,6 +3,7 @@
 //! S becomes a string, N a JSON number with its exact digits, B its base64 text, sets arrays,
 //! BOOL and NULL themselves. Strings are copied as they are when they need no re-escaping.
 
+use super::nul;
 use super::numeric;
 use super::scratch::Scratch;
 use crate::base64;
@@ -30,9 +31,7 @@ pub fn write_string(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> 
     }
     scratch.text.clear();
     crate::json::unescape(s.raw, &mut scratch.text).map_err(Reason::from)?;
-    if memchr::memchr(0, &scratch.text).is_some() {
-        return Err("string contains U+0000, which PostgreSQL jsonb cannot store".into());
-    }
+    nul::check(&scratch.text, "jsonb")?;
     write_escaped(&scratch.text, out);
     Ok(())
 }

@@ -5,15 +5,15 @@
 //! Rows are emitted without the header so that encoded pages concatenate under one COPY.
 //!
 //! Submodules: `scratch` (buffers reused across values), `numeric` (DynamoDB numbers to
-//! PostgreSQL's numeric), `jsonb` (L and M values as jsonb). None of them uses this module.
+//! PostgreSQL's numeric), `jsonb` (L and M values as jsonb), `nul` (the one U+0000 check). None
+//! of them uses this module.
 
 pub mod jsonb;
+mod nul;
 pub mod numeric;
 mod scratch;
 
 pub use scratch::Scratch;
-
-use memchr::memchr;
 
 use crate::base64;
 use crate::error::Reason;
@@ -57,10 +57,7 @@ fn append_text(s: RawStr<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
     }
     let start = out.len();
     crate::json::unescape(s.raw, out).map_err(Reason::from)?;
-    if memchr(0, &out[start..]).is_some() {
-        return Err("string contains U+0000, which PostgreSQL text cannot store".into());
-    }
-    Ok(())
+    nul::check(&out[start..], "text")
 }
 
 fn append_number(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
@@ -111,11 +108,12 @@ pub fn write_field(
 
 /// A one-dimensional array (a DynamoDB set), in `array_recv`'s format.
 fn write_array(ty: ColumnType, r: &mut Reader<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
-    let (what, oid) = match ty {
-        ColumnType::TextArray => ("SS", 25u32),
-        ColumnType::NumericArray => ("NS", 1700),
-        _ => ("BS", 17),
+    let what = match ty {
+        ColumnType::TextArray => "SS",
+        ColumnType::NumericArray => "NS",
+        _ => "BS",
     };
+    let oid = ty.element_oid().ok_or_else(|| Reason::from(format!("{ty:?} is not an array type")))?;
     if !r.eat_if(b'[') {
         return Err(format!("{what} value is not a JSON array").into());
     }
