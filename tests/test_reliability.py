@@ -218,6 +218,9 @@ def test_a_signal_stops_migrate_cleanly_and_the_rerun_finishes(
     name = signal.Signals(signum).name
     assert f"stopped by {name}" in stderr and "run the same command again to resume" in stderr, stderr
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # stopping is not recorded as an error
+        found = conn.execute(sql.SQL("SELECT last_error FROM {}").format(sql.Identifier(schemas[1], "tables")))
+        assert found.fetchone() == (None,)
     fast_dynamo.reset_faults()
     with running(cmd) as rerun:
         assert rerun.finish(timeout=240) == 0, rerun.stderr()

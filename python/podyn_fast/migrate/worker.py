@@ -95,7 +95,7 @@ class Loader:
                 # Keep the first error: releasing fails too when the connection is what broke.
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
-                if isinstance(e, Exception):
+                if isinstance(e, Exception) and not isinstance(e, Interrupted):  # stopping is no error
                     message = clean(f"{type(e).__name__}: {e}", self.cfg.postgres_url)
                     state.record_error(self.conn, schema, held.table_name, message)
                 raise
