@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
+import string
 import subprocess
 from typing import Any
 
@@ -143,3 +145,33 @@ def test_binary_keys(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, s
             [sql.Identifier(schemas[0], "blobkeys").as_string(conn)],
         ).fetchone()
         assert pk == ("PRIMARY KEY (id, part)",)
+
+
+def test_rows_postgresql_cannot_store_become_rejects(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    # Before: the COPY failed on such a row and the worker crashed, on every rerun.
+    rng = random.Random(3)
+    items: list[dict[str, Any]] = [{"pk": {"S": f"k{i}"}, "sk": {"S": str(i)}, "v": {"S": "x"}} for i in range(600)]
+    # A row past PostgreSQL's 8 kB page: 1,100 small numbers, each a column that cannot be TOASTed.
+    wide = {"pk": {"S": "wide"}, "sk": {"S": "1"}} | {f"n{j}": {"N": f"{j}.123456"} for j in range(1100)}
+    # DynamoDB's longest keys (2,048 and 1,024 bytes), past what a btree entry holds (2,704 bytes).
+    long_key = {
+        "pk": {"S": "long" + "".join(rng.choices(string.ascii_letters, k=2044))},
+        "sk": {"S": "".join(rng.choices(string.ascii_letters, k=1024))},
+        "v": {"S": "y"},
+    }
+    items[150:150] = [wide]
+    items[400:400] = [long_key]
+    _serve(fast_dynamo, "unstorable", [orjson.dumps(item) for item in items], keys=(("pk", "S"), ("sk", "S")))
+    done = _migrate(pg_dsn, fast_dynamo, schemas, "unstorable", "--workers", "2")
+    assert done.returncode == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert "Traceback" not in message and "2 item(s) could not be represented" in message, message
+    rejects = _rejects(pg_dsn, schemas[1], "unstorable")
+    assert sorted(json.loads(k)["pk"]["S"][:4] for k, _ in rejects) == ["long", "wide"], rejects
+    assert all("PostgreSQL cannot store this row" in r for _, r in rejects), rejects
+    assert any("row is too big" in r for _, r in rejects) and any("index row size" in r for _, r in rejects)
+    _check_rows(pg_dsn, schemas, "unstorable", [i for i in items if i is not wide and i is not long_key])
+    again = _migrate(pg_dsn, fast_dynamo, schemas, "unstorable")
+    assert again.returncode == 1 and len(_rejects(pg_dsn, schemas[1], "unstorable")) == 2

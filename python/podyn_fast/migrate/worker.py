@@ -17,18 +17,20 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
 from podyn_fast import logs, state
-from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Reject
+from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Reject
 from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
 from podyn_fast.errors import Interrupted, LeaseLost
 from podyn_fast.postgres import citus, connect
-from podyn_fast.postgres.copy import copy_statement
+from podyn_fast.postgres.copy import copy_rows, copy_statement
 from podyn_fast.secrets import clean
 from podyn_fast.settings import MigrateConfig
 
@@ -153,69 +155,165 @@ class Loader:
         Returns (segment done, a page left for the next transaction, attributes to add first, the
         position now committed).
         """
-        layout, table = codec.layout, codec.table
-        schema = self.cfg.state_schema
-        last_key = position
-        done = False
-        unknown: tuple[tuple[str, str], ...] = ()
-        rejects: list[Reject] = []
-        items = scanned = nbytes = pages = 0
-        capacity = 0.0
+        taken: list[tuple[Page, Encoded]] = []
+        out = _Outcome(last_key=position)
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                self._copy_pages(cur, codec, reader, pending, out, taken)
+                self._checkpoint(held, position, out)
+        except psycopg.errors.ProgramLimitExceeded as e:
+            if not taken:
+                raise
+            # A row PostgreSQL cannot store (too big for a page, or a key too long for its index)
+            # refused the whole COPY: the same pages again, item by item, rejecting what is refused;
+            # a page left for the next transaction (new attributes) stays so.
+            log.warning("%s segment %d: %s; loading those pages item by item", held.table_name, held.segment, e)
+            left = _Outcome(pending=out.pending, unknown=out.unknown)
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                out = self._copy_one_by_one(cur, codec, taken, left)
+                self._checkpoint(held, position, out)
+        self.result.items += out.items
+        self.result.rejects += len(out.rejects)
+        self.result.bytes += out.nbytes
+        return out.done, out.pending, out.unknown, out.last_key if out.pages else position
+
+    def _copy_pages(
+        self,
+        cur: psycopg.Cursor[Any],
+        codec: RegistryCodec,
+        reader: SegmentReader,
+        pending: Page | None,
+        out: _Outcome,
+        taken: list[tuple[Page, Encoded]],
+    ) -> None:
+        """Pages COPYed as they arrive, up to the transaction's size or time, counted in ``out``;
+        ``taken`` gets each page written."""
+        table = codec.table
         started = time.monotonic()
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            if self.cfg.citus:
-                citus.one_connection_per_node(cur)
-            stmt = copy_statement(table.target_schema, table.target_table, layout.column_names)
-            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
-                copy.write(COPY_HEADER)
-                while True:
-                    if STOP.is_set():
-                        raise Interrupted(signal.SIGINT)
-                    page = pending or reader.next_page()
-                    pending = None
-                    if page is None:
-                        done = True
-                        break
-                    encoded = codec.current(page)
-                    if encoded.unknown:
-                        pending, unknown = page, encoded.unknown
-                        break
-                    copy.write(encoded.rows)
-                    rejects.extend(encoded.rejects)
-                    items += encoded.row_count
-                    scanned += encoded.scanned_count or 0
-                    nbytes += len(page.body)
-                    pages += 1
-                    capacity += encoded.consumed_capacity or 0.0
-                    last_key = encoded.last_evaluated_key
-                    if last_key is None:
-                        done = True
-                        break
-                    if nbytes >= self.cfg.commit_bytes or time.monotonic() - started >= self.cfg.commit_seconds:
-                        break
-                copy.write(COPY_TRAILER)
-            state.record_rejects(self.conn, schema, held.table_name, rejects)
-            moved = state.checkpoint(
-                self.conn,
-                schema,
-                held,
-                previous_key=position,
-                last_key=last_key,
-                done=done,
-                items=items,
-                rejects=len(rejects),
-                scanned=scanned,
-                nbytes=nbytes,
-                pages=pages,
-                capacity=capacity,
-                lease_seconds=self.cfg.lease_seconds,
-            )
-            if not moved:
-                raise LeaseLost(f"lost the lease on {held.table_name} segment {held.segment}")
-        self.result.items += items
-        self.result.rejects += len(rejects)
-        self.result.bytes += nbytes
-        return done, pending, unknown, last_key
+        if self.cfg.citus:
+            citus.one_connection_per_node(cur)
+        stmt = copy_statement(table.target_schema, table.target_table, codec.layout.column_names)
+        with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
+            copy.write(COPY_HEADER)
+            while True:
+                if STOP.is_set():
+                    raise Interrupted(signal.SIGINT)
+                page = pending or reader.next_page()
+                pending = None
+                if page is None:
+                    out.done = True
+                    break
+                encoded = codec.current(page)
+                if encoded.unknown:
+                    out.pending, out.unknown = page, encoded.unknown
+                    break
+                taken.append((page, encoded))
+                copy.write(encoded.rows)
+                out.add(page, encoded, encoded.row_count)
+                if out.done or out.nbytes >= self.cfg.commit_bytes:
+                    break
+                if time.monotonic() - started >= self.cfg.commit_seconds:
+                    break
+            copy.write(COPY_TRAILER)
+
+    def _copy_one_by_one(
+        self, cur: psycopg.Cursor[Any], codec: RegistryCodec, taken: list[tuple[Page, Encoded]], out: _Outcome
+    ) -> _Outcome:
+        """``taken`` again, counted in ``out``, each page in a savepoint of its own; a page refused
+        is loaded item by item, and an item refused goes to the rejects with its raw JSON and
+        PostgreSQL's reason."""
+        table, layout = codec.table, codec.layout
+        keys = [a for a, _ in table.keys]
+        if self.cfg.citus:
+            citus.one_connection_per_node(cur)
+        for page, encoded in taken:
+            try:
+                with self.conn.transaction():
+                    copy_rows(cur, table.target_schema, table.target_table, layout.column_names, [encoded.rows])
+                out.add(page, encoded, encoded.row_count)
+                continue
+            except psycopg.errors.ProgramLimitExceeded:
+                pass
+            written = 0
+            for item in orjson.loads(page.body).get("Items", []):
+                raw = orjson.dumps(item)
+                one = layout.encode_item(raw)
+                out.rejects.extend(one.rejects)
+                if not one.row_count:
+                    continue
+                try:
+                    with self.conn.transaction():
+                        copy_rows(cur, table.target_schema, table.target_table, layout.column_names, [one.rows])
+                    written += 1
+                except psycopg.errors.ProgramLimitExceeded as e:
+                    key = orjson.dumps({k: item[k] for k in keys if k in item})
+                    out.rejects.append(Refused(key, raw, f"PostgreSQL cannot store this row: {_one_line(e)}"))
+            out.add(page, encoded, written, rejects=False)
+        return out
+
+    def _checkpoint(self, held: state.Claim, position: bytes | None, out: _Outcome) -> None:
+        """The rejects and the segment's new position, in the transaction of the rows."""
+        schema = self.cfg.state_schema
+        state.record_rejects(self.conn, schema, held.table_name, out.rejects)
+        moved = state.checkpoint(
+            self.conn,
+            schema,
+            held,
+            previous_key=position,
+            last_key=out.last_key if out.pages else position,
+            done=out.done,
+            items=out.items,
+            rejects=len(out.rejects),
+            scanned=out.scanned,
+            nbytes=out.nbytes,
+            pages=out.pages,
+            capacity=out.capacity,
+            lease_seconds=self.cfg.lease_seconds,
+        )
+        if not moved:
+            raise LeaseLost(f"lost the lease on {held.table_name} segment {held.segment}")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An item PostgreSQL refused to store, for the rejects (as the Rust core's rejects are)."""
+
+    key: bytes
+    item: bytes
+    reason: str
+
+
+@dataclass
+class _Outcome:
+    """What one transaction wrote, and where the segment stands after it."""
+
+    last_key: bytes | None = None
+    done: bool = False
+    pending: Page | None = None
+    unknown: tuple[tuple[str, str], ...] = ()
+    rejects: list[Reject | Refused] = field(default_factory=list)
+    items: int = 0
+    scanned: int = 0
+    nbytes: int = 0
+    pages: int = 0
+    capacity: float = 0.0
+
+    def add(self, page: Page, encoded: Encoded, rows: int, *, rejects: bool = True) -> None:
+        """``page`` written, ``rows`` of its rows stored (its own rejects with them, unless the
+        caller kept them already)."""
+        if rejects:
+            self.rejects.extend(encoded.rejects)
+        self.items += rows
+        self.scanned += encoded.scanned_count or 0
+        self.nbytes += len(page.body)
+        self.pages += 1
+        self.capacity += encoded.consumed_capacity or 0.0
+        self.last_key = encoded.last_evaluated_key
+        self.done = self.last_key is None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def init_process(coordinator: int, json_logs: bool) -> None:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
-from podyn_fast._core import Reject
 from podyn_fast.state.schema import qualified
 
 
-def record_rejects(conn: psycopg.Connection[Any], schema: str, table: str, rejects: Sequence[Reject]) -> None:
+class RejectLike(Protocol):
+    """A rejected item: the Rust core's ``Reject``, or a row PostgreSQL refused."""
+
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def item(self) -> bytes: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def record_rejects(conn: psycopg.Connection[Any], schema: str, table: str, rejects: Sequence[RejectLike]) -> None:
     """Keep rejected items with their raw bytes and reason, in the caller's transaction."""
     if not rejects:
         return
