@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from podyn_fast import retry
 from podyn_fast._core import Layout
 from podyn_fast.codec import Page
 from podyn_fast.dynamo.client import RawDynamo
-from podyn_fast.errors import BodyError
+from podyn_fast.errors import BodyError, Interrupted
 
 log = logging.getLogger("podyn_fast")
 
@@ -156,14 +157,24 @@ class SegmentReader(threading.Thread):
                 if self.stopping.wait(delay):
                     raise
 
-    def next_page(self) -> Page | None:
-        item = self.pages.get()
+    def next_page(self, interrupted: threading.Event | None = None) -> Page | None:
+        """The next page, None at the segment's end; ``Interrupted`` as soon as ``interrupted`` is
+        set, even while a page is slow to come."""
+        while True:
+            try:
+                item = self.pages.get(timeout=0.2)
+                break
+            except queue.Empty:
+                if interrupted is not None and interrupted.is_set():
+                    raise Interrupted(signal.SIGINT) from None
         if isinstance(item, _End):
             if item.error is not None:
                 raise item.error
             return None
         return item
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop reading; with ``wait``, until the request in flight is answered (at most 30 s)."""
         self.stopping.set()
-        self.join(timeout=30)
+        if wait:
+            self.join(timeout=30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from podyn_fast import state
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.tables import describe, list_tables
-from podyn_fast.errors import MigrateError
+from podyn_fast.errors import Interrupted, MigrateError
 from podyn_fast.migrate.plan import finish, plan
 from podyn_fast.migrate.worker import STOP, init_process, w_load
 from podyn_fast.postgres import connect
@@ -45,6 +46,11 @@ class TableReport:
     nbytes: int
     seconds: float
     loaded: bool
+
+
+# Seconds a worker process has to die after SIGTERM before it is killed.
+STOP_GRACE = 5.0
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 def make_executor(workers: int, *, json_logs: bool = False) -> Executor:
@@ -141,27 +147,45 @@ def _load(
 ) -> None:
     workers = max(1, cfg.workers)
     console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
-    with make_executor(workers, json_logs=cfg.json_logs) as pool:
+    signalled: list[int] = []
+
+    def failed_or_signalled() -> BaseException | None:
+        return Interrupted(signalled[0]) if signalled else failed()
+
+    pool = make_executor(workers, json_logs=cfg.json_logs)
+    # While the workers run, Ctrl-C and SIGTERM only say so: the progress loop acts on them at
+    # its next tick. An exception raised at any point of the pool's own code (holding one of its
+    # locks) could leave the pool unable to shut down.
+    previous = {sig: signal.signal(sig, lambda signum, _: signalled.append(signum)) for sig in _STOPPING}
+    try:
         futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
-        try:
-            _watch(cfg, estimates, futures, console, failed)
-        except BaseException:  # Ctrl-C, SIGTERM, or this process failing: the workers stop too
-            _stop_workers(pool)
-            raise
-        for f in futures:
-            f.result()  # raises the first worker's error
+        _watch(cfg, estimates, futures, console, failed_or_signalled)
+    except BaseException:  # a signal, or this process failing: the workers stop too
+        _stop_workers(pool)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    pool.shutdown(wait=True)
+    for f in futures:
+        f.result()  # raises the first worker's error
 
 
 def _stop_workers(pool: Executor) -> None:
     """Stop the loaders at once: each abandons its transaction in flight (PostgreSQL rolls it
-    back), so what is committed stays exactly what the state schema says; a rerun resumes."""
+    back), so what is committed stays exactly what the state schema says; a rerun resumes. A
+    worker process still alive STOP_GRACE seconds after SIGTERM is killed; the pool is shut down
+    once they are all dead (a thread worker stops at its next page)."""
     STOP.set()
     if isinstance(pool, ProcessPoolExecutor):
         processes = list(getattr(pool, "_processes", {}).values())  # no public way before Python 3.14
         for process in processes:
             process.terminate()
+        deadline = time.monotonic() + STOP_GRACE
         for process in processes:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
     pool.shutdown(wait=True, cancel_futures=True)
 
 

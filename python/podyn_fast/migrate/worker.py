@@ -139,7 +139,7 @@ class Loader:
                     reader.layout = codec.layout
                 limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
         finally:
-            reader.stop()
+            reader.stop(wait=not STOP.is_set())  # stopping: no need to wait for a slow page
 
     def _transaction(
         self,
@@ -198,7 +198,7 @@ class Loader:
             while True:
                 if STOP.is_set():
                     raise Interrupted(signal.SIGINT)
-                page = pending or reader.next_page()
+                page = pending or reader.next_page(STOP)
                 pending = None
                 if page is None:
                     out.done = True
