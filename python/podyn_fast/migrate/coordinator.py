@@ -167,6 +167,8 @@ def _load(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     pool.shutdown(wait=True)
+    if signalled:  # after the progress loop's last look
+        raise Interrupted(signalled[0])
     for f in futures:
         f.result()  # raises the first worker's error
 
