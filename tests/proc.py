@@ -7,10 +7,11 @@ every way out of the ``with`` block.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
 
@@ -47,9 +48,10 @@ class Running:
 
 
 @contextmanager
-def running(cmd: Sequence[str]) -> Iterator[Running]:
+def running(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[Running]:
+    """``cmd`` running, with ``env`` added to this process's environment."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})})
         try:
             yield Running(proc, out, err)
         finally:

@@ -11,10 +11,11 @@ import json
 import os
 import random
 import signal
+import string
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -58,14 +59,26 @@ class Env:
         cmd = self._cmd("follow", "--exit-when-idle", "1")
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def check(self, table: str) -> None:
-        """PostgreSQL holds exactly the server's final table."""
+    def check(self, table: str, rejected: Sequence[str] = ()) -> None:
+        """PostgreSQL holds exactly the server's final table, but for the items of the partition
+        keys ``rejected``."""
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             found = state.get_table(conn, self.state, table)
             assert found is not None
             layout = state.layout(conn, self.state, found)
-            items = list(self.server.snapshot(table).values())
+            items = [i for i in self.server.snapshot(table).values() if i["pk"]["S"] not in rejected]
             reference.check_table(conn, self.target, found.target_table, layout, items)
+
+    def rejects(self, table: str) -> list[tuple[str, str, str]]:
+        """(partition key, raw item, reason) of each reject."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT key, item, reason FROM {}.rejects WHERE table_name = %s ORDER BY key").format(
+                    sql.Identifier(self.state)
+                ),
+                [table],
+            ).fetchall()
+        return [(json.loads(key)["pk"]["S"], bytes(item).decode(), reason) for key, item, reason in rows]
 
     def shards(self) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -103,22 +116,26 @@ def _item(rng: random.Random, key: int) -> dict[str, Any]:
     return item
 
 
-def _changes(server: StreamsServer, table: str, rng: random.Random, n: int, splits: int = 0) -> None:
-    """``n`` random puts, updates and deletes over 1,000 keys, with ``splits`` shard splits spread in."""
+def _changes(server: StreamsServer, table: str, rng: random.Random, n: int, splits: int = 0) -> int:
+    """``n`` random puts, updates and deletes over 1,000 keys, with ``splits`` shard splits spread
+    in; returns how many stream records they made (a write that changes nothing makes none)."""
     split_at = {n * (s + 1) // (splits + 1) for s in range(splits)}
+    records = 0
     for i in range(n):
         key = rng.randrange(1000)
         roll = rng.random()
         if roll < 0.15:
             item = _item(rng, key)
-            server.delete(table, {"pk": item["pk"], "sk": item["sk"]})
+            made = server.delete(table, {"pk": item["pk"], "sk": item["sk"]})
         elif roll < 0.3:
             item = _item(rng, key)
-            server.update(table, {"pk": item["pk"], "sk": item["sk"]}, set={"u": {"N": str(i)}}, remove=["a"])
+            made = server.update(table, {"pk": item["pk"], "sk": item["sk"]}, set={"u": {"N": str(i)}}, remove=["a"])
         else:
-            server.put(table, _item(rng, key))
+            made = server.put(table, _item(rng, key))
+        records += made is not None
         if i in split_at:
             server.split(table)
+    return records
 
 
 def _table(server: StreamsServer, name: str, rng: random.Random, items: int = 500) -> None:
@@ -389,3 +406,63 @@ def test_a_first_follow_after_the_stream_kept_its_records_is_a_gap(env: Env) -> 
     assert done.returncode == 1, done.stderr
     message = " ".join(done.stderr.split())
     assert "its load began 25.0 hours ago and its stream was never read" in message, message
+
+
+def test_changes_that_cannot_be_stored_become_rejects_and_leave_no_row(env: Env) -> None:
+    # Before: a row PostgreSQL refused (past its 8 kB page, or a key past its btree entry) ended
+    # the follower, and every rerun, on the same batch; an image the core rejected left the row of
+    # the item's older image in place, and follow said nothing and exited 0.
+    server, rng = env.server, random.Random(11)
+    server.create_table("Odd", [("pk", "S"), ("sk", "S")], shards=1)
+    for i in range(10):
+        server.put("Odd", {"pk": {"S": f"k{i}"}, "sk": {"S": "0"}, "v": {"S": "old"}})
+    env.migrate("--table", "Odd")
+    # DynamoDB's longest keys (2,048 and 1,024 bytes): past what a btree entry holds (2,704 bytes).
+    server.put(
+        "Odd",
+        {
+            "pk": {"S": "long" + "".join(rng.choices(string.ascii_letters, k=2044))},
+            "sk": {"S": "".join(rng.choices(string.ascii_letters, k=1024))},
+        },
+    )
+    server.put("Odd", {"pk": {"S": "k3"}, "sk": {"S": "0"}, "v": {"S": "new"}})
+    # 1,100 small numbers, each a column that cannot be TOASTed: past PostgreSQL's 8 kB page.
+    server.put("Odd", {"pk": {"S": "k1"}, "sk": {"S": "0"}} | {f"n{j}": {"N": f"{j}.123456"} for j in range(1100)})
+    server.put("Odd", {"pk": {"S": "k2"}, "sk": {"S": "0"}, "v": {"S": "bad\u0000"}})  # no text holds U+0000
+    server.delete("Odd", {"pk": {"S": "k4"}, "sk": {"S": "0"}})
+    server.put("Odd", {"pk": {"S": "k5"}, "sk": {"S": "0"}, "v": {"S": "newer"}})
+
+    done = env.follow()
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in message and "3 item(s) could not be represented" in message, message
+    rejects = env.rejects("Odd")
+    assert [pk[:4] for pk, _, _ in rejects] == ["k1", "k2", "long"], rejects
+    assert "row is too big" in rejects[0][2] and "U+0000" in rejects[1][2] and "index row size" in rejects[2][2]
+    assert json.loads(rejects[0][1])["n7"] == {"N": "7.123456"}, "the reject keeps the raw item"
+    env.check("Odd", rejected=[pk for pk, _, _ in rejects])
+    # Applied and checkpointed: a rerun finds nothing to do and nothing new to reject.
+    again = env.follow()
+    assert again.returncode == 0 and len(env.rejects("Odd")) == 3, again.stderr
+
+
+def test_the_follower_rides_out_a_streams_outage(env: Env) -> None:
+    # botocore tries each call once (AWS_MAX_ATTEMPTS=1), so every failure reaches the follower's
+    # own retries; for 4 s every Streams call fails, then the follower must carry on, exactly.
+    rng = random.Random(13)
+    _table(env.server, "Out", rng, items=100)
+    env.migrate("--table", "Out")
+    with running(env._cmd("follow"), env={"AWS_MAX_ATTEMPTS": "1"}) as follower:
+        follower.wait_for(lambda: _heartbeat_seen(env, "Out"), "the follower started")
+        _changes(env.server, "Out", rng, 300)
+        env.server.set_faults(error_rate=1.0, fault_operations=["GetRecords", "GetShardIterator", "DescribeStream"])
+        time.sleep(4)
+        env.server.reset_faults()
+        assert follower.alive(), follower.stderr()
+        _changes(env.server, "Out", rng, 300)
+        records = len(env.server.records("Out"))  # the table's first items' too
+        follower.wait_for(lambda: _applied(env) >= records, "every change applied", timeout=90)
+        follower.proc.send_signal(signal.SIGTERM)
+        assert follower.finish(timeout=60) == 0, follower.stderr()
+        assert "failed (InternalServerError" in " ".join(follower.stderr().split()), follower.stderr()
+    env.check("Out")

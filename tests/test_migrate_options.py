@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from typing import Any
@@ -178,6 +179,25 @@ def test_a_numeric_option_out_of_range_is_refused_before_anything_is_written(
     assert "Invalid value for" in done.stderr and option in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert fast_dynamo.stats(TYPICAL).requests == 0  # DynamoDB not asked
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for schema in schemas:
+            assert conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone() == (None,)
+
+
+@pytest.mark.parametrize("command", ["migrate", "follow", "verify"])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "51"])
+def test_a_bad_aws_max_attempts_is_refused_before_anything_is_written(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str], command: str, value: str
+) -> None:
+    cmd = [PODYN, command, "--postgres-url", pg_dsn, "--endpoint-url", fast_dynamo.endpoint]
+    cmd += ["--region", "us-east-1", "--state-schema", schemas[1]]
+    if command == "migrate":
+        cmd += ["--target-schema", schemas[0], "--table", TYPICAL]
+    env = {**os.environ, "AWS_MAX_ATTEMPTS": value}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "AWS_MAX_ATTEMPTS must be a whole number from 1 to 50" in " ".join(done.stderr.split()), done.stderr
+    assert fast_dynamo.stats(TYPICAL).requests == 0
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for schema in schemas:
             assert conn.execute("SELECT to_regnamespace(%s)", [schema]).fetchone() == (None,)

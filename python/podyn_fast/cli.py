@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -41,6 +42,7 @@ MAX_SEGMENTS = 1_000_000  # DynamoDB's limit on TotalSegments
 MAX_WORKERS = 1024
 MIN_COLUMNS, MAX_COLUMNS = 3, 1600  # the keys and the overflow column at least; PostgreSQL's limit
 MAX_BATCH_MB = 1024.0
+MAX_ATTEMPTS = 50  # AWS_MAX_ATTEMPTS: botocore's attempts per call
 
 # Options shared by the commands, declared once.
 PostgresUrl = Annotated[
@@ -99,6 +101,17 @@ def _setup(postgres: str | None) -> tuple[report.Reporter, str]:
         out.error("no PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL or DATABASE_URL")
         raise typer.Exit(2)
     return out, url
+
+
+def _aws(region: str | None, endpoint_url: str | None, profile: str | None) -> AwsConfig:
+    """Where DynamoDB is, with what the AWS tools' own environment says (or exit 2 on a bad value)."""
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not attempts:
+        return AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile)
+    if not attempts.isdigit() or not 1 <= int(attempts) <= MAX_ATTEMPTS:
+        _reporter().error(f"AWS_MAX_ATTEMPTS must be a whole number from 1 to {MAX_ATTEMPTS}, not {attempts!r}")
+        raise typer.Exit(2)
+    return AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile, max_attempts=int(attempts))
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -317,7 +330,7 @@ def migrate(
         workers = min(workers, pg_connections)
     cfg = MigrateConfig(
         postgres_url=url or "",  # the dry run connects to nothing
-        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        aws=_aws(region, endpoint_url, profile),
         tables=_tables(table),
         segments=segments,
         workers=workers,
@@ -371,12 +384,8 @@ def migrate(
             follower.wait()
     if follower is None:
         report.migrate_summary(out, reports)
-    rejects = sum(r.rejects for r in reports)
-    if rejects:
-        out.warn(
-            f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
-            rejects=rejects,
-        )
+    rejects = sum(r.rejects for r in reports) + (follower.rejects if follower is not None else 0)
+    report.rejects_line(out, rejects, state_schema)
     if not all(r.loaded for r in reports):
         out.say(
             "not every segment is loaded: the rest are held by other migrate processes (or by ones that "
@@ -425,7 +434,7 @@ def follow(
     out, url = _setup(postgres)
     cfg = FollowConfig(
         postgres_url=url,
-        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        aws=_aws(region, endpoint_url, profile),
         tables=_tables(table),
         state_schema=state_schema,
         column_limit=column_limit,
@@ -437,6 +446,7 @@ def follow(
     with _reported(out, url):
         follower.start()
         follower.wait()
+    report.rejects_line(out, follower.rejects, state_schema)
     if follower.failed:
         raise typer.Exit(1)
 
@@ -492,7 +502,7 @@ def verify(
     out, url = _setup(postgres)
     cfg = VerifyConfig(
         postgres_url=url,
-        aws=AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile),
+        aws=_aws(region, endpoint_url, profile),
         tables=_tables(table),
         state_schema=state_schema,
         sample=sample,

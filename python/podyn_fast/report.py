@@ -80,12 +80,22 @@ def migrate_summary(reporter: Reporter, reports: Sequence[TableReport]) -> None:
 
 def follow_summary(reporter: Reporter, reports: Sequence[FollowReport]) -> None:
     table = Table(title="podyn-fast follow")
-    for col in ("table", "changes applied", "lag", "state"):
+    for col in ("table", "changes applied", "rejects", "lag", "state"):
         table.add_column(col)
     for r in reports:
         lag = f"{r.lag_seconds:.1f} s" if r.lag_seconds is not None else "-"
-        table.add_row(r.name, f"{r.applied:,}", lag, "stopped: " + r.stopped if r.stopped else "ok")
+        state = "stopped: " + r.stopped if r.stopped else "ok"
+        table.add_row(r.name, f"{r.applied:,}", f"{r.rejects:,}", lag, state)
     reporter.say("follow summary", table, tables=[dataclasses.asdict(r) for r in reports])
+
+
+def rejects_line(reporter: Reporter, rejects: int, state_schema: str) -> None:
+    """Where the items that could not be stored are, when there are any."""
+    if rejects:
+        reporter.warn(
+            f"{rejects:,} item(s) could not be represented; they are in {state_schema}.rejects with the reason",
+            rejects=rejects,
+        )
 
 
 def follow_line(reporter: Reporter, name: str, applied: int, rate: float, lag: float | None, state: str) -> None:

@@ -63,6 +63,11 @@ def aws_failure(e: BaseException) -> Failure:
     return Failure(False, False, type(e).__name__)
 
 
+# A generator of our own: the jitter leaves the `random` module's global state, which the program
+# embedding us may have seeded, alone.
+_jitter = random.Random()  # noqa: S311  (jitter, not a secret)
+
+
 class Backoff:
     """Exponential backoff with full jitter: the n-th delay is drawn from [0, min(cap, base·2ⁿ)],
     so that many clients failing together do not come back together."""
@@ -77,7 +82,7 @@ class Backoff:
         self.attempts += 1
         # The exponent stops growing long after the cap is reached: 2.0**1100 would overflow.
         ceiling = min(self.cap, self.base * 2.0 ** min(self.attempts, 60))
-        return random.uniform(0, ceiling) if self.jitter else ceiling  # noqa: S311  (jitter, not a secret)
+        return _jitter.uniform(0, ceiling) if self.jitter else ceiling
 
     def sleep(self, stop: threading.Event | None = None) -> bool:
         """Wait the next delay; True when ``stop`` was set meanwhile."""

@@ -27,6 +27,8 @@ class AwsConfig:
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
+    max_attempts: int = 10
+    """botocore's attempts per call before our own retries take over (``AWS_MAX_ATTEMPTS``)."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ class TableVerdict:
 
 
 def run(cfg: VerifyConfig) -> list[TableVerdict]:
-    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    dynamo = RawDynamo.of(cfg.aws)
     with connect.connect(cfg.postgres_url, "podyn-fast verify") as conn:
         state.require_schema(conn, cfg.state_schema)
         names = list(cfg.tables) or state.table_names(conn, cfg.state_schema)

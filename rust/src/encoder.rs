@@ -5,13 +5,12 @@
 //! layout order, reading each value from its span. Nothing is allocated per item: the spans, slots
 //! and scratch buffers are reused.
 
-use memchr::memchr;
-
 use crate::error::{CoreError, CoreResult, Reason};
 use crate::json::{write_escaped, JsonResult, RawStr, Reader};
 use crate::layout::{Layout, Mode};
 use crate::pgcopy::jsonb;
 use crate::pgcopy::{self, Scratch};
+use crate::typed::{self, Typed};
 use crate::types::{ColumnType, DynType};
 
 /// An item that cannot be represented, with what is needed to find and replay it.
@@ -246,8 +245,8 @@ impl<'l, 'a> Encoder<'l, 'a> {
             r.eat(b':', "expected ':'")?;
             r.ws();
             let obj_start = r.pos;
-            match self.read_typed(r)? {
-                Ok((ty, value, text)) => {
+            match typed::read(r, &mut self.name)? {
+                Ok(Typed { ty, value, text }) => {
                     let object = &r.buf[obj_start..r.pos];
                     let attr = Attr { name, object, ty, value, text, unmapped: false };
                     if verdict.is_none() {
@@ -274,39 +273,6 @@ impl<'l, 'a> Encoder<'l, 'a> {
         Ok(verdict.map_or(Pass1::Ok, Pass1::Reject))
     }
 
-    /// Read `{"T": value}`; the outer error is a syntax error, the inner a shape problem.
-    #[allow(clippy::type_complexity)]
-    fn read_typed(
-        &mut self,
-        r: &mut Reader<'a>,
-    ) -> JsonResult<Result<(DynType, &'a [u8], Option<RawStr<'a>>), Reason>> {
-        if r.peek() != Some(b'{') {
-            return Ok(Err("attribute value is not a typed object like {\"S\": …}".into()));
-        }
-        r.pos += 1;
-        if r.peek() != Some(b'"') {
-            return Ok(Err("attribute value has no type".into()));
-        }
-        let tag = r.string()?;
-        r.eat(b':', "expected ':'")?;
-        r.ws();
-        let start = r.pos;
-        let text = if r.buf.get(start) == Some(&b'"') {
-            Some(r.string()?)
-        } else {
-            r.skip_value()?;
-            None
-        };
-        let value = &r.buf[start..r.pos];
-        if !r.eat_if(b'}') {
-            return Ok(Err("attribute value has more than one type".into()));
-        }
-        let tag_bytes = tag.decoded(&mut self.name).unwrap_or(b"");
-        Ok(DynType::from_tag(tag_bytes)
-            .map(|ty| (ty, value, text))
-            .ok_or_else(|| format!("unknown attribute type {:?}", String::from_utf8_lossy(tag_bytes)).into()))
-    }
-
     /// Record an attribute, find its column, and note it when the layout lacks one.
     fn map_attribute(&mut self, mut attr: Attr<'a>) -> Result<(), Reason> {
         let position = self.attrs.len();
@@ -315,9 +281,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
             crate::json::unescape(attr.name.raw, &mut self.name)
                 .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
             // Only an escape can produce U+0000: the reader refuses raw control characters.
-            if memchr(0, &self.name).is_some() {
-                return Err("attribute name contains U+0000, which no column name or jsonb key can hold".into());
-            }
+            pgcopy::nul::check(&self.name, "attribute name", "column names and jsonb keys")?;
             self.layout.attribute_index(&self.name)
         } else {
             let raw = attr.name.raw;

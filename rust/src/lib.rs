@@ -1,17 +1,28 @@
 //! podyn-fast's Rust core: DynamoDB JSON bodies to PostgreSQL binary COPY rows.
 //!
-//! Everything here is plain Rust except `bindings`, the only module that touches PyO3.
+//! Everything here is plain Rust except `bindings`, the only module that touches PyO3. The modules
+//! are private: what the bindings call is re-exported below, and that list is the core's API.
 
-pub mod base64;
-pub mod encoder;
-pub mod error;
-pub mod ident;
-pub mod json;
-pub mod layout;
-pub mod pgcopy;
-pub mod pgtext;
-pub mod stream;
-pub mod types;
+mod base64;
+mod encoder;
+mod error;
+mod ident;
+mod json;
+mod layout;
+mod pgcopy;
+mod pgtext;
+mod stream;
+mod typed;
+mod types;
+
+pub use encoder::{Encoded, Encoder, Reject, ScanPage};
+pub use error::{CoreError, CoreResult, Reason};
+pub use ident::fit;
+pub use layout::{key_columns, quoted, Column, Layout, Mode};
+pub use pgcopy::{HEADER, TRAILER};
+pub use pgtext::rows_to_text;
+pub use stream::StreamBatch;
+pub use types::{ColumnType, DynType};
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -11,6 +11,8 @@ use crate::encoder::{bad_body, check_utf8, Encoded, Encoder, Reject};
 use crate::error::{CoreError, CoreResult, Reason};
 use crate::json::{JsonResult, RawStr, Reader, SyntaxError};
 use crate::pgcopy;
+use crate::typed;
+use crate::types::DynType;
 
 /// One GetRecords response, collapsed per key.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,7 +20,8 @@ pub struct StreamBatch {
     /// Rows of the last new image of each upserted key; with their unknown attributes and rejects.
     /// Complete only when `upserts.unknown` is empty.
     pub upserts: Encoded,
-    /// Rows holding only the key columns (in key order) of the keys whose last change is REMOVE.
+    /// Rows holding only the key columns (in key order) of the keys whose last change is REMOVE,
+    /// or an image that is rejected (its key then has no row, as after a load).
     pub deletes: Vec<u8>,
     pub delete_count: u64,
     /// The `Keys` (DynamoDB JSON) of keys whose last change carries no new image: fetch them.
@@ -106,14 +109,15 @@ impl<'a> Encoder<'_, 'a> {
                 continue;
             }
             match (rec.op, rec.new_image) {
-                (Op::Remove, _) => {
-                    batch.deletes.extend_from_slice(&(self.layout.keys.len() as i16).to_be_bytes());
-                    batch.deletes.extend_from_slice(&key);
-                    batch.delete_count += 1;
-                }
+                (Op::Remove, _) => self.push_delete(&key, &mut batch),
                 (Op::Upsert, Some(image)) => {
-                    let mut item = Reader::new(image);
-                    self.one_item(&mut item)?;
+                    let rejected = self.out.rejects.len();
+                    self.one_item(&mut Reader::new(image))?;
+                    if self.out.rejects.len() > rejected {
+                        // The row of an older image must not stay as if it were the item: a
+                        // rejected item has no row, as after a load.
+                        self.push_delete(&key, &mut batch);
+                    }
                 }
                 (Op::Upsert, None) => batch.fetch.push(rec.keys.to_vec()),
             }
@@ -123,12 +127,18 @@ impl<'a> Encoder<'_, 'a> {
         Ok(batch)
     }
 
+    fn push_delete(&self, key: &[u8], batch: &mut StreamBatch) {
+        batch.deletes.extend_from_slice(&(self.layout.keys.len() as i16).to_be_bytes());
+        batch.deletes.extend_from_slice(key);
+        batch.delete_count += 1;
+    }
+
     /// The key columns of a `Keys` map, as binary COPY fields in key order.
     fn key_row(&mut self, keys: &[u8]) -> Result<Vec<u8>, Reason> {
         let mut out = Vec::new();
         for (name, ty) in &self.layout.keys {
             let col_ty = ty.column_type().ok_or_else(|| Reason::from("key type without a column type"))?;
-            let (value, text) = find_attribute(keys, name.as_bytes(), ty.tag().as_bytes())
+            let (value, text) = find_attribute(keys, name.as_bytes(), *ty)
                 .ok_or_else(|| Reason::from(format!("key attribute {name:?} is missing from Keys")))?;
             pgcopy::write_field(col_ty, *ty, value, text, &mut out, &mut self.scratch)
                 .map_err(|why| Reason::from(format!("key attribute {name:?}: {why}")))?;
@@ -142,8 +152,8 @@ fn text(s: RawStr<'_>) -> String {
     String::from_utf8_lossy(s.decoded(&mut scratch).unwrap_or(s.raw)).into_owned()
 }
 
-/// Find `name` of type `tag` in an attribute map; returns its value text (and the string, if one).
-fn find_attribute<'a>(map: &'a [u8], name: &[u8], tag: &[u8]) -> Option<(&'a [u8], Option<RawStr<'a>>)> {
+/// Find `name` of type `ty` in an attribute map; returns its value text (and the string, if one).
+fn find_attribute<'a>(map: &'a [u8], name: &[u8], ty: DynType) -> Option<(&'a [u8], Option<RawStr<'a>>)> {
     let mut r = Reader::new(map);
     r.eat(b'{', "").ok()?;
     if r.eat_if(b'}') {
@@ -153,21 +163,9 @@ fn find_attribute<'a>(map: &'a [u8], name: &[u8], tag: &[u8]) -> Option<(&'a [u8
     loop {
         let key = r.string().ok()?;
         r.eat(b':', "").ok()?;
-        let matches = key.decoded(&mut scratch).ok()? == name;
-        if matches {
-            r.eat(b'{', "").ok()?;
-            let t = r.string().ok()?;
-            r.eat(b':', "").ok()?;
-            if t.raw != tag {
-                return None;
-            }
-            r.ws();
-            let start = r.pos;
-            let text = if r.peek() == Some(b'"') { Some(r.string().ok()?) } else { None };
-            if text.is_none() {
-                r.skip_value().ok()?;
-            }
-            return Some((&map[start..r.pos], text));
+        if key.decoded(&mut scratch).ok()? == name {
+            let found = typed::read(&mut r, &mut scratch).ok()?.ok()?;
+            return (found.ty == ty).then_some((found.value, found.text));
         }
         r.skip_value().ok()?;
         if !r.eat_if(b',') {
@@ -299,6 +297,12 @@ mod tests {
         let body = format!(r#"{{"Records":[{}]}}"#, rec("INSERT", "a", 1, 1, Some("x")));
         let b = Encoder::new(&l).records(body.as_bytes()).unwrap();
         assert_eq!(b.upserts.unknown.len(), 1);
+        // An image that cannot be stored is a reject, and its key's row (of an older image) goes.
+        let l = layout();
+        let body = format!(r#"{{"Records":[{}]}}"#, rec("MODIFY", "a", 1, 1, Some("x\\u0000")));
+        let b = Encoder::new(&l).records(body.as_bytes()).unwrap();
+        assert_eq!((b.upserts.row_count, b.upserts.rejects.len(), b.delete_count), (0, 1, 1));
+        assert_eq!(&b.deletes[2..7], &[0, 0, 0, 1, b'a']);
         let bad = format!(r#"{{"Records":[{}]}}"#, rec("REMOVE", "a\\u0000", 1, 1, None));
         let b = Encoder::new(&l).records(bad.as_bytes()).unwrap();
         assert_eq!((b.delete_count, b.upserts.rejects.len()), (0, 1));

@@ -18,6 +18,7 @@ import orjson
 
 from podyn_fast._core import crc32
 from podyn_fast.errors import BodyChecksumError
+from podyn_fast.settings import AwsConfig
 
 RAW_BODY = "PodynRawBody"
 
@@ -68,6 +69,10 @@ class RawDynamo:
             "dynamodbstreams", region_name=region, endpoint_url=endpoint_url, config=config
         )
         self.streams.meta.events.register("before-parse.dynamodb-streams.GetRecords", _keep_raw_body)
+
+    @classmethod
+    def of(cls, aws: AwsConfig) -> RawDynamo:
+        return cls(region=aws.region, endpoint_url=aws.endpoint_url, profile=aws.profile, max_attempts=aws.max_attempts)
 
     def scan_page(
         self,

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -82,6 +83,7 @@ class Followed:
     """A shard finished: its children may have appeared since the graph was last read."""
     phase: str = "loading"
     applied: int = 0
+    rejects: int = 0
     last_created: float | None = None
     stopped: str | None = None
 
@@ -102,6 +104,7 @@ class Followed:
 class FollowReport:
     name: str
     applied: int
+    rejects: int
     lag_seconds: float | None
     stopped: str | None
 
@@ -113,7 +116,7 @@ class Follower:
         self.cfg = cfg
         self.stop = stop or threading.Event()
         self.conn = connect.connect(cfg.postgres_url, APPLICATION)
-        self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+        self.dynamo = RawDynamo.of(cfg.aws)
         self.followed: dict[str, Followed] = {}
         self.last_heartbeat = 0.0
         self.citus = False
@@ -204,7 +207,9 @@ class Follower:
             with contextlib.suppress(psycopg.Error):
                 self._heartbeat()
             self.close()
-        return [FollowReport(f.table.table_name, f.applied, f.lag(), f.stopped) for f in self.followed.values()]
+        return [
+            FollowReport(f.table.table_name, f.applied, f.rejects, f.lag(), f.stopped) for f in self.followed.values()
+        ]
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -246,7 +251,7 @@ class Follower:
         if active:
             self.start(active)
         for name, f in self.followed.items():
-            f.applied = before[name].applied
+            f.applied, f.rejects = before[name].applied, before[name].rejects
         log.warning("following again from the checkpoints")
 
     def _heartbeat(self) -> None:
@@ -437,28 +442,79 @@ class Follower:
                     state.keep_change(self.conn, schema, f.table.table_name, shard.shard_id, body)
                 self._checkpoint(f, shard, batch, finished)
             return
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            self._apply(cur, f, body, batches)
-            self._checkpoint(f, shard, batch, finished)
+        self._apply_then(f, body, batches, lambda: self._checkpoint(f, shard, batch, finished))
         f.applied += batch.records
         if batch.last_created is not None:
             f.last_created = batch.last_created
         if self.on_batch:
             self.on_batch(f)
 
-    def _apply(self, cur: psycopg.Cursor[Any], f: Followed, body: bytes, batches: list[StreamBatch]) -> None:
+    def _apply_then(self, f: Followed, body: bytes, batches: list[StreamBatch], then: Callable[[], None]) -> None:
+        """One transaction: ``batches`` (of ``body``) applied, then ``then`` (what commits with
+        them: a checkpoint, or the kept change's removal). A row PostgreSQL cannot store (too big
+        for a page, a key too long for its index) refuses the whole batch: the body's changes are
+        then applied one by one, and what PostgreSQL refuses is rejected."""
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                rejects = self._apply(cur, f, body, batches)
+                then()
+        except psycopg.errors.ProgramLimitExceeded as e:
+            log.warning("%s: %s; applying those changes one by one", f.table.table_name, " ".join(str(e).split()))
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                rejects = self._apply_one_by_one(cur, f, body)
+                then()
+        f.rejects += len(rejects)
+        for r in rejects:
+            log.warning(
+                "%s: the change to %s is rejected (kept in %s.rejects): %s",
+                f.table.table_name,
+                r.key.decode("utf-8", "replace"),
+                self.cfg.state_schema,
+                r.reason,
+            )
+
+    def _apply(
+        self, cur: psycopg.Cursor[Any], f: Followed, body: bytes, batches: list[StreamBatch]
+    ) -> list[state.RejectLike]:
         """In the caller's transaction: apply ``batches`` (of ``body``) and record their rejects,
         with the layout the registry has now: another process may have added columns since the
         body was encoded (the loaders, while the changes waited), and a whole-row upsert must
-        set every column, or a value the item no longer has would stay."""
+        set every column, or a value the item no longer has would stay. Returns the rejects."""
         if self.citus:
             citus.one_connection_per_node(cur)
         if f.codec.refresh():
             batches = self._prepare(f, body)
         t = f.table
         apply.apply(cur, t.target_schema, t.target_table, f.codec.layout, batches)
-        for b in batches:
-            state.record_rejects(self.conn, self.cfg.state_schema, t.table_name, b.upserts.rejects)
+        rejects: list[state.RejectLike] = [r for b in batches for r in b.upserts.rejects]
+        state.record_rejects(self.conn, self.cfg.state_schema, t.table_name, rejects)
+        return rejects
+
+    def _apply_one_by_one(self, cur: psycopg.Cursor[Any], f: Followed, body: bytes) -> list[state.RejectLike]:
+        """In the caller's transaction: each record of ``body`` alone, in order, each in a
+        savepoint of its own (one at a time in order ends where the collapsed batch does). A
+        change PostgreSQL refuses is rejected, and its key's row, of an older image, deleted:
+        a rejected item has no row, as after a load."""
+        rejects: list[state.RejectLike] = []
+        key_names = [a for a, _ in f.table.keys]
+        for received in orjson.loads(body)["Records"]:
+            keys = received["dynamodb"]["Keys"]
+            record = received
+            if record["eventName"] != "REMOVE" and "NewImage" not in record["dynamodb"]:
+                # Its item as it is now, as the batch would have fetched it.
+                record = orjson.loads(self._fetch(f, (orjson.dumps(keys),)))["Records"][0]
+            one = orjson.dumps({"Records": [record]})
+            try:
+                with self.conn.transaction():
+                    rejects += self._apply(cur, f, one, self._prepare(f, one))
+            except psycopg.errors.ProgramLimitExceeded as e:
+                item = orjson.dumps(record["dynamodb"].get("NewImage", keys))
+                refused = state.Refused.by_postgres(orjson.dumps({k: keys[k] for k in key_names if k in keys}), item, e)
+                gone = orjson.dumps({"Records": [{"eventName": "REMOVE", "dynamodb": {"Keys": keys}}]})
+                rejects += self._apply(cur, f, gone, self._prepare(f, gone))
+                state.record_rejects(self.conn, self.cfg.state_schema, f.table.table_name, [refused])
+                rejects.append(refused)
+        return rejects
 
     def _prepare(self, f: Followed, body: bytes) -> list[StreamBatch]:
         """Encode a body, adding columns until none is missing, and fetch the items a stream
@@ -505,9 +561,7 @@ class Follower:
         while (change := state.next_change(self.conn, schema, f.table.table_name)) is not None:
             change_id, body = change
             batches = self._prepare(f, body)
-            with self.conn.transaction(), self.conn.cursor() as cur:
-                self._apply(cur, f, body, batches)
-                state.drop_change(self.conn, schema, change_id)
+            self._apply_then(f, body, batches, partial(state.drop_change, self.conn, schema, change_id))
             f.applied += batches[0].records
             if batches[0].last_created is not None:
                 f.last_created = batches[0].last_created

@@ -66,10 +66,16 @@ class FollowerThread:
             )
         return now
 
+    @property
+    def rejects(self) -> int:
+        """Changes rejected: the items they leave are in the rejects, and have no row."""
+        return sum(r.rejects for r in self.reports)
+
     def failure(self) -> BaseException | None:
         """The error that ended the follower, if one did (it then follows nothing more)."""
         return self.error
 
     @property
     def failed(self) -> bool:
-        return any(r.stopped for r in self.reports)
+        """A table stopped following, or a change was rejected."""
+        return any(r.stopped for r in self.reports) or self.rejects > 0

@@ -77,7 +77,7 @@ def run(
     capturing changes there). ``failed`` is asked every moment of the load: an error it returns
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
-    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    dynamo = RawDynamo.of(cfg.aws)
     names = list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")

@@ -59,7 +59,7 @@ class Script:
 
 def run(cfg: MigrateConfig, out: BinaryIO) -> list[DryRunReport]:
     """Print the script for every table of ``cfg`` (its PostgreSQL URL is not used)."""
-    dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+    dynamo = RawDynamo.of(cfg.aws)
     names = list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")

@@ -24,7 +24,7 @@ import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
 from podyn_fast import logs, state
-from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded, Reject
+from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded
 from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
@@ -61,7 +61,7 @@ class Loader:
         self.cfg = cfg
         # The coordinator connected already: a server that cannot be reached now is restarting.
         self.conn = connect.connect_patiently(cfg.postgres_url, APPLICATION)
-        self.dynamo = RawDynamo(region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url, profile=cfg.aws.profile)
+        self.dynamo = RawDynamo.of(cfg.aws)
         # The modules and botocore's service model live as long as the process: keep the cyclic
         # collector from walking them again on every full collection.
         gc.freeze()
@@ -247,7 +247,7 @@ class Loader:
                     written += 1
                 except psycopg.errors.ProgramLimitExceeded as e:
                     key = orjson.dumps({k: item[k] for k in keys if k in item})
-                    out.rejects.append(Refused(key, raw, f"PostgreSQL cannot store this row: {_one_line(e)}"))
+                    out.rejects.append(state.Refused.by_postgres(key, raw, e))
             out.add(page, encoded, written, rejects=False)
         return out
 
@@ -274,15 +274,6 @@ class Loader:
             raise LeaseLost(f"lost the lease on {held.table_name} segment {held.segment}")
 
 
-@dataclass(frozen=True)
-class Refused:
-    """An item PostgreSQL refused to store, for the rejects (as the Rust core's rejects are)."""
-
-    key: bytes
-    item: bytes
-    reason: str
-
-
 @dataclass
 class _Outcome:
     """What one transaction wrote, and where the segment stands after it."""
@@ -291,7 +282,7 @@ class _Outcome:
     done: bool = False
     pending: Page | None = None
     unknown: tuple[tuple[str, str], ...] = ()
-    rejects: list[Reject | Refused] = field(default_factory=list)
+    rejects: list[state.RejectLike] = field(default_factory=list)
     items: int = 0
     scanned: int = 0
     nbytes: int = 0
@@ -310,10 +301,6 @@ class _Outcome:
         self.capacity += encoded.consumed_capacity or 0.0
         self.last_key = encoded.last_evaluated_key
         self.done = self.last_key is None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def init_process(coordinator: int, json_logs: bool) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from podyn_fast.state.changes import drop_change, keep_change, next_change
 from podyn_fast.state.columns import add_columns, layout, lock_registry, plan_additions, registry
 from podyn_fast.state.register import register_table
-from podyn_fast.state.rejects import record_rejects
+from podyn_fast.state.rejects import Refused, RejectLike, record_rejects
 from podyn_fast.state.schema import ensure_schema, require_schema, setup_lock
 from podyn_fast.state.segments import (
     Claim,
@@ -43,6 +43,8 @@ from podyn_fast.state.tables import (
 __all__ = [
     "Claim",
     "Progress",
+    "Refused",
+    "RejectLike",
     "ShardCheckpoint",
     "TableState",
     "active_leases",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
@@ -20,6 +21,20 @@ class RejectLike(Protocol):
     def item(self) -> bytes: ...
     @property
     def reason(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An item PostgreSQL refused to store (a row too big for a page, a key too long for its
+    index), for the rejects as the Rust core's rejects are."""
+
+    key: bytes
+    item: bytes
+    reason: str
+
+    @classmethod
+    def by_postgres(cls, key: bytes, item: bytes, error: psycopg.Error) -> Refused:
+        return cls(key, item, "PostgreSQL cannot store this row: " + " ".join(str(error).split()))
 
 
 def record_rejects(conn: psycopg.Connection[Any], schema: str, table: str, rejects: Sequence[RejectLike]) -> None:

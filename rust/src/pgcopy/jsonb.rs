@@ -9,6 +9,7 @@ use super::scratch::Scratch;
 use crate::base64;
 use crate::error::Reason;
 use crate::json::{write_escaped, RawStr, Reader};
+use crate::typed;
 use crate::types::DynType;
 
 /// Deepest L/M nesting accepted. DynamoDB allows 32 levels; the margin admits what it might grow to
@@ -31,7 +32,7 @@ pub fn write_string(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> 
     }
     scratch.text.clear();
     crate::json::unescape(s.raw, &mut scratch.text).map_err(Reason::from)?;
-    nul::check(&scratch.text, "jsonb")?;
+    nul::check(&scratch.text, "string", "jsonb")?;
     write_escaped(&scratch.text, out);
     Ok(())
 }
@@ -149,27 +150,11 @@ fn too_deep() -> Reason {
 
 /// Read one typed value object (`{"S":"x"}`) and write its plain JSON.
 pub fn write_typed(r: &mut Reader<'_>, out: &mut Vec<u8>, scratch: &mut Scratch, depth: usize) -> Result<(), Reason> {
-    let ty = read_tag(r)?;
+    // Values reach here from spans the item reader has checked: a syntax error would be a shape
+    // problem of the value, not of the body.
+    let ty = typed::open(r, &mut scratch.text).map_err(|_| Reason::from("attribute value is malformed"))??;
     write_from(ty, r, out, scratch, depth)?;
-    if r.eat_if(b'}') {
-        Ok(())
-    } else {
-        Err("attribute value has more than one type".into())
-    }
-}
-
-/// Read `{"TAG":` and return the type; the reader is left at the value.
-pub fn read_tag(r: &mut Reader<'_>) -> Result<DynType, Reason> {
-    if !r.eat_if(b'{') {
-        return Err("attribute value is not a typed object like {\"S\": …}".into());
-    }
-    let tag = r.string().map_err(|_| Reason::from("attribute value has no type"))?;
-    let mut scratch = Vec::new();
-    let tag_bytes = tag.decoded(&mut scratch).map_err(Reason::from)?;
-    let ty = DynType::from_tag(tag_bytes)
-        .ok_or_else(|| Reason::from(format!("unknown attribute type {:?}", String::from_utf8_lossy(tag_bytes))))?;
-    r.eat(b':', "").map_err(|_| Reason::from("attribute value is malformed"))?;
-    Ok(ty)
+    typed::close(r)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! of them uses this module.
 
 pub mod jsonb;
-mod nul;
+pub(crate) mod nul;
 pub mod numeric;
 mod scratch;
 
@@ -57,7 +57,7 @@ fn append_text(s: RawStr<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
     }
     let start = out.len();
     crate::json::unescape(s.raw, out).map_err(Reason::from)?;
-    nul::check(&out[start..], "text")
+    nul::check(&out[start..], "string", "text")
 }
 
 fn append_number(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
@@ -151,4 +151,86 @@ fn write_array(ty: ColumnType, r: &mut Reader<'_>, out: &mut Vec<u8>, scratch: &
         out[header + 12..header + 16].copy_from_slice(&n.to_be_bytes());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::typed;
+
+    /// One field written from a typed value object, as the item encoder would write it.
+    fn field(ty: ColumnType, typed_json: &str) -> Result<Vec<u8>, Reason> {
+        let mut r = Reader::new(typed_json.as_bytes());
+        let t = typed::read(&mut r, &mut Vec::new()).unwrap()?;
+        let mut out = b"row".to_vec();
+        write_field(ty, t.ty, t.value, t.text, &mut out, &mut Scratch::default())?;
+        assert_eq!(&out[..3], b"row", "a field is appended, never written over what precedes it");
+        let len = i32::from_be_bytes(out[3..7].try_into().unwrap());
+        assert_eq!(len as usize, out.len() - 7, "the length prefix covers exactly the payload");
+        Ok(out[7..].to_vec())
+    }
+
+    fn words(b: &[u8]) -> Vec<i32> {
+        b.chunks(4).map(|c| i32::from_be_bytes(c.try_into().unwrap())).collect()
+    }
+
+    #[test]
+    fn the_stream_header_and_trailer_are_postgres_own() {
+        // Signature (11 bytes), flags (4), header extension length (4): COPY's binary format.
+        assert_eq!(HEADER.len(), 19);
+        assert_eq!(&HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+        assert_eq!(TRAILER, (-1i16).to_be_bytes());
+        let mut out = Vec::new();
+        write_null(&mut out);
+        assert_eq!(out, (-1i32).to_be_bytes());
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(field(ColumnType::Text, r#"{"S":"a\nb é"}"#).unwrap(), "a\nb é".as_bytes());
+        assert_eq!(field(ColumnType::Text, r#"{"S":""}"#).unwrap(), b"");
+        assert_eq!(field(ColumnType::Bytea, r#"{"B":"aGk="}"#).unwrap(), b"hi");
+        assert_eq!(field(ColumnType::Boolean, r#"{"BOOL":true}"#).unwrap(), [1]);
+        assert_eq!(field(ColumnType::Boolean, r#"{"BOOL":false}"#).unwrap(), [0]);
+        // numeric_recv: ndigits, weight, sign, dscale, then base-10000 digits.
+        let n = field(ColumnType::Numeric, r#"{"N":"-12.5"}"#).unwrap();
+        let halves: Vec<i16> = n.chunks(2).map(|c| i16::from_be_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(halves, [2, 0, 0x4000, 1, 12, 5000]);
+        assert_eq!(field(ColumnType::Jsonb, r#"{"M":{"k":{"N":"1"}}}"#).unwrap(), b"\x01{\"k\":1}");
+        assert_eq!(field(ColumnType::Jsonb, r#"{"L":[]}"#).unwrap(), b"\x01[]");
+    }
+
+    #[test]
+    fn sets_are_one_dimensional_arrays_of_the_element_type() {
+        let ss = field(ColumnType::TextArray, r#"{"SS":["a","bc"]}"#).unwrap();
+        // ndim 1, no NULLs, element OID 25 (text), 2 elements from index 1, then each element.
+        assert_eq!(words(&ss[..20]), [1, 0, 25, 2, 1]);
+        assert_eq!(&ss[20..], b"\0\0\0\x01a\0\0\0\x02bc");
+        let ns = field(ColumnType::NumericArray, r#"{"NS":["1"]}"#).unwrap();
+        assert_eq!(words(&ns[..20]), [1, 0, 1700, 1, 1]);
+        let bs = field(ColumnType::ByteaArray, r#"{"BS":["AA=="]}"#).unwrap();
+        assert_eq!((words(&bs[..20]), &bs[20..]), (vec![1, 0, 17, 1, 1], &b"\0\0\0\x01\0"[..]));
+        // An empty array has no dimensions at all, only its element type.
+        assert_eq!(words(&field(ColumnType::TextArray, r#"{"SS":[]}"#).unwrap()), [0, 0, 25]);
+    }
+
+    #[test]
+    fn values_that_cannot_be_stored_are_reasons() {
+        for (ty, value, why) in [
+            (ColumnType::Text, r#"{"S":"a\u0000"}"#, "U+0000"),
+            (ColumnType::Text, r#"{"S":1}"#, "not a JSON string"),
+            (ColumnType::Numeric, r#"{"N":"1e"}"#, "malformed"),
+            (ColumnType::Numeric, r#"{"N":"1e131072"}"#, "range"),
+            (ColumnType::Bytea, r#"{"B":"***"}"#, "base64"),
+            (ColumnType::Boolean, r#"{"BOOL":"yes"}"#, "true or false"),
+            (ColumnType::TextArray, r#"{"SS":"a"}"#, "not a JSON array"),
+            (ColumnType::TextArray, r#"{"SS":["a",1]}"#, "not a JSON string"),
+            (ColumnType::TextArray, r#"{"SS":["\u0000"]}"#, "U+0000"),
+            (ColumnType::NumericArray, r#"{"NS":["x"]}"#, "malformed"),
+            (ColumnType::Jsonb, r#"{"M":{"k":{"S":"\u0000"}}}"#, "U+0000"),
+        ] {
+            let reason = field(ty, value).unwrap_err();
+            assert!(reason.contains(why), "{value}: {reason}");
+        }
+    }
 }
