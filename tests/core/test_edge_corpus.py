@@ -1,4 +1,4 @@
-"""The named edge-case corpus (data/edge_items.json): each case loads exactly or is rejected with its reason.
+"""The named edge-case corpus (tests/data/edge_items.json): each case loads exactly or is rejected with its reason.
 
 A case is ``{"name", "expect", one of "item" | "items" | "raw", optional "modes"}``:
 
@@ -12,7 +12,6 @@ A case is ``{"name", "expect", one of "item" | "items" | "raw", optional "modes"
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -20,8 +19,8 @@ import pytest
 from psycopg.rows import TupleRow
 
 from tests import reference
+from tests.corpus import CORPUS, dump, parts
 
-CORPUS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "data" / "edge_items.json").read_text("utf-8"))
 CASES = {case["name"]: case for case in CORPUS}
 MODES = ("columns", "jsonb")
 # Items around each case on the same page: a reject must not take its neighbours with it.
@@ -29,20 +28,6 @@ FILLERS = [
     {"pk": {"S": "filler before"}, "sk": {"N": "0"}, "s": {"S": "before"}, "n": {"N": "1.50"}},
     {"pk": {"S": "filler after"}, "sk": {"N": "0"}, "s": {"S": "after"}, "l": {"L": [{"N": "2"}]}},
 ]
-
-
-def _dump(item: Any, dumps: str) -> bytes:
-    if dumps == "utf8":
-        return json.dumps(item, ensure_ascii=False).encode("utf-8")
-    return json.dumps(item, ensure_ascii=True).encode("ascii")
-
-
-def _parts(case: dict[str, Any], dumps: str) -> list[tuple[bytes, Any]]:
-    """The case's items as (the bytes sent, the item as Python sees it)."""
-    if "raw" in case:
-        return [(case["raw"].encode("utf-8"), json.loads(case["raw"]))]
-    items = case["items"] if "items" in case else [case["item"]]
-    return [(_dump(item, dumps), item) for item in items]
 
 
 def _key_of(item: Any) -> dict[str, Any]:
@@ -62,10 +47,10 @@ def _load_and_check(
     mode: Literal["columns", "jsonb"],
 ) -> None:
     """Load ``cases`` with the fillers in one page and check every item: rows exact, rejects complete."""
-    sent: list[tuple[bytes, Any, dict[str, Any] | None]] = [(_dump(f, dumps), f, None) for f in FILLERS[:1]]
+    sent: list[tuple[bytes, Any, dict[str, Any] | None]] = [(dump(f, dumps), f, None) for f in FILLERS[:1]]
     for case in cases:
-        sent += [(raw, item, case) for raw, item in _parts(case, dumps)]
-    sent += [(_dump(f, dumps), f, None) for f in FILLERS[1:]]
+        sent += [(raw, item, case) for raw, item in parts(case, dumps)]
+    sent += [(dump(f, dumps), f, None) for f in FILLERS[1:]]
     loader = reference.Loader(pg, schema, table, mode=mode, document="data" if mode == "jsonb" else None)
     encoded = loader.load(reference.splice_body([raw for raw, _, _ in sent]))
 

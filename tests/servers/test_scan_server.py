@@ -41,7 +41,7 @@ from tests.servers.scan import (
 
 REGION = "us-east-1"
 FAKE = "testing"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TYPICAL_KEY_SET = {(f"user#{i // 4:08d}", str(i % 4)) for i in range(TYPICAL_COUNT)}
 
 

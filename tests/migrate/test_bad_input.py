@@ -1,4 +1,4 @@
-"""Bad input through the real command: the named corpus (data/edge_items.json) served by the fast
+"""Bad input through the real command: the named corpus (tests/data/edge_items.json) served by the fast
 Scan server and loaded by `podyn-fast migrate`, a 400 KB item, 2,000 distinct attributes, binary
 keys. Every item lands exactly or is in the rejects table with its reason; the run never crashes
 and its summary counts are right."""
@@ -19,9 +19,9 @@ from psycopg import sql
 
 from podyn_fast import state
 from tests import reference
+from tests.corpus import CORPUS, parts
 from tests.fix_scan_server import migrate_cmd
 from tests.servers.scan import ScanServer, TableSpec, _key_part
-from tests.test_edge_corpus import CORPUS, _parts
 
 KEYS = (("pk", "S"), ("sk", "N"))
 
@@ -69,7 +69,7 @@ def test_the_corpus_through_migrate(pg_dsn: str, fast_dynamo: ScanServer, schema
     served: list[tuple[bytes, Any, dict[str, Any]]] = []
     for case in CORPUS:
         if "columns" in case.get("modes", ("columns",)):
-            served += [(raw, item, case) for raw, item in _parts(case, "utf8") if _servable(raw)]
+            served += [(raw, item, case) for raw, item in parts(case, "utf8") if _servable(raw)]
     ok = [item for _, item, case in served if case["expect"] == "ok"]
     bad = {json.dumps({"pk": item["pk"], "sk": item["sk"]}, sort_keys=True): case for _, item, case in served
            if case["expect"] != "ok"}  # fmt: skip
