@@ -43,6 +43,7 @@ MAX_WORKERS = 1024
 MIN_COLUMNS, MAX_COLUMNS = 3, 1600  # the keys and the overflow column at least; PostgreSQL's limit
 MAX_BATCH_MB = 1024.0
 MAX_ATTEMPTS = 50  # AWS_MAX_ATTEMPTS: botocore's attempts per call
+MIN_LEASE, MAX_LEASE = 4.0, 3600.0  # seconds; renewed every quarter of it
 
 # Options shared by the commands, declared once.
 PostgresUrl = Annotated[
@@ -255,6 +256,16 @@ def migrate(
             rich_help_panel=LOAD,
         ),
     ] = 16.0,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=MIN_LEASE,
+            max=MAX_LEASE,
+            help="Seconds a worker's lease on a segment lasts without renewal: how soon another migrate takes "
+            "over the segments of one that died on another host (renewed every quarter of it while it works).",
+            rich_help_panel=LOAD,
+        ),
+    ] = 60.0,
     region: Region = None,
     endpoint_url: EndpointUrl = None,
     profile: Profile = None,
@@ -343,6 +354,7 @@ def migrate(
         column_limit=column_limit,
         defer_primary_key=defer_primary_key,
         commit_bytes=max(1, int(batch_mb * 1e6)),
+        lease_seconds=lease_seconds,
         progress=progress and not _Settings.json_logs,
         json_logs=_Settings.json_logs,
         progress_every=progress_every,

@@ -7,6 +7,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from podyn_fast import retry
@@ -79,6 +80,7 @@ class SegmentReader(threading.Thread):
         layout: Layout,
         limiter: RateLimiter,
         consistent_read: bool,
+        alive: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name=f"scan {table}/{segment}", daemon=True)
         self.dynamo, self.table, self.segment, self.total = dynamo, table, segment, total_segments
@@ -86,6 +88,8 @@ class SegmentReader(threading.Thread):
         self.layout = layout  # replaced by the loader when columns are added
         self.limiter = limiter
         self.consistent_read = consistent_read
+        self.alive = alive
+        """Called before every request: the segment's holder is at work."""
         self.pages: queue.Queue[Page | _End] = queue.Queue(READ_AHEAD)
         self.stopping = threading.Event()
 
@@ -132,6 +136,7 @@ class SegmentReader(threading.Thread):
         backoff = retry.Backoff(0.5, 20.0)
         while True:
             self.limiter.wait()
+            self.alive()
             try:
                 return self.dynamo.scan_page(
                     self.table,

@@ -29,6 +29,7 @@ from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
 from podyn_fast.errors import Interrupted, LeaseLost
+from podyn_fast.migrate.lease import LeaseKeeper
 from podyn_fast.postgres import citus, connect
 from podyn_fast.postgres.copy import copy_rows, copy_statement
 from podyn_fast.secrets import clean
@@ -40,6 +41,13 @@ log = logging.getLogger("podyn_fast")
 # transaction in flight is abandoned (rolled back), as a terminated worker process's is.
 STOP = threading.Event()
 APPLICATION = "podyn-fast migrate"
+
+
+def session_name(owner: str) -> str:
+    """The application_name of a loader's sessions: the owner's random token makes it its own
+    (application_name holds 63 bytes: not the whole owner)."""
+    parsed = state.Owner.parse(owner)
+    return f"{APPLICATION} {parsed.token}" if parsed is not None else APPLICATION
 
 
 @dataclass
@@ -60,17 +68,24 @@ class Loader:
     def __init__(self, cfg: MigrateConfig) -> None:
         self.cfg = cfg
         # The coordinator connected already: a server that cannot be reached now is restarting.
-        self.conn = connect.connect_patiently(cfg.postgres_url, APPLICATION)
+        self.owner = state.owner_id()
+        # Named by the owner's token, so that whoever takes its segments over can end its sessions.
+        self.application = session_name(self.owner)
+        self.conn = connect.connect_patiently(cfg.postgres_url, self.application)
         self.dynamo = RawDynamo.of(cfg.aws)
         # The modules and botocore's service model live as long as the process: keep the cyclic
         # collector from walking them again on every full collection.
         gc.freeze()
-        self.owner = state.owner_id()
+        self.keeper = LeaseKeeper(cfg.postgres_url, cfg.state_schema, self.owner, cfg.lease_seconds, self.application)
+        self.keeper.start()
         self.codecs: dict[str, RegistryCodec] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.result = WorkerResult()
+        self.holding: state.Claim | None = None
+        """The segment being loaded, if any."""
 
     def close(self) -> None:
+        self.keeper.close()
         self.conn.close()
 
     def run(self, tables: list[str]) -> WorkerResult:
@@ -81,19 +96,34 @@ class Loader:
                 return self._run(tables)
             except psycopg.OperationalError as e:
                 # The segment's open transaction is gone (rolled back): nothing half-done stays.
-                self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, APPLICATION)
+                self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, self.application)
+                if self.holding is not None and self._lost(self.holding):
+                    # Its sessions were ended by the worker that took the segment over.
+                    self._step_aside(self.holding, "its lease ran out while this worker was away")
+                self.holding = None
 
     def _run(self, tables: list[str]) -> WorkerResult:
         schema = self.cfg.state_schema
         while (held := state.claim(self.conn, schema, tables, self.owner, self.cfg.lease_seconds)) is not None:
+            if held.taken_from is not None:
+                self._take_over(held, held.taken_from)
+            self.holding = held
             try:
                 self.load_segment(held)
                 self.result.segments += 1
-            except LeaseLost:
-                self.result.leases_lost += 1
+                self.holding = None
+            except LeaseLost as e:
+                self.holding = None
+                self._step_aside(held, str(e))
             except BaseException as e:
                 if connect.recoverable(self.conn, e):
                     raise  # the lease is ours to take up again
+                self.holding = None
+                if isinstance(e, psycopg.Error) and self._lost(held):
+                    # What another holder's rows made fail here (a duplicate key, or Citus's own
+                    # error for it): this transaction is rolled back, the segment is theirs.
+                    self._step_aside(held, f"{type(e).__name__} after the lease was lost")
+                    continue
                 # Keep the first error: releasing fails too when the connection is what broke.
                 with contextlib.suppress(Exception):
                     state.release(self.conn, schema, held)
@@ -102,6 +132,32 @@ class Loader:
                     state.record_error(self.conn, schema, held.table_name, message)
                 raise
         return self.result
+
+    def _take_over(self, held: state.Claim, previous: str) -> None:
+        """``held`` was ``previous``'s, whose lease ran out: end its sessions, whose open
+        transaction (rows of this very segment, uncommitted) would make these rows wait on it."""
+        ended = connect.end_sessions(self.conn, session_name(previous))
+        log.warning(
+            "taking over %s segment %d from %s, whose lease ran out (%d session(s) of it ended)",
+            held.table_name,
+            held.segment,
+            previous,
+            ended,
+        )
+
+    def _lost(self, held: state.Claim) -> bool:
+        try:
+            return not state.holds(self.conn, self.cfg.state_schema, held)
+        except psycopg.Error:
+            return False
+
+    def _step_aside(self, held: state.Claim, why: str) -> None:
+        """Another worker took ``held`` over (this one was stopped or cut off past its lease):
+        nothing of this one's last transaction was committed; go on with other segments."""
+        self.result.leases_lost += 1
+        log.warning(
+            "%s segment %d: %s; another worker has it now, going on with others", held.table_name, held.segment, why
+        )
 
     def _codec(self, name: str) -> RegistryCodec:
         if name not in self.codecs:
@@ -124,6 +180,7 @@ class Loader:
             layout=codec.layout,
             limiter=limiter,
             consistent_read=self.cfg.consistent_read,
+            alive=self.keeper.alive,
         )
         reader.start()
         try:
@@ -172,6 +229,7 @@ class Loader:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 out = self._copy_one_by_one(cur, codec, taken, left)
                 self._checkpoint(held, position, out)
+        self.keeper.alive()
         self.result.items += out.items
         self.result.rejects += len(out.rejects)
         self.result.bytes += out.nbytes
@@ -207,6 +265,7 @@ class Loader:
                 if encoded.unknown:
                     out.pending, out.unknown = page, encoded.unknown
                     break
+                self.keeper.alive()
                 taken.append((page, encoded))
                 copy.write(encoded.rows)
                 out.add(page, encoded, encoded.row_count)

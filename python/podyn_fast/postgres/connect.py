@@ -106,6 +106,34 @@ def _end_session(conn: psycopg.Connection[Any], session: tuple[int, datetime]) -
             time.sleep(0.1)
 
 
+def end_sessions(conn: psycopg.Connection[Any], application_prefix: str) -> int:
+    """End the sessions of this database whose application_name starts with ``application_prefix``
+    (a lease holder whose leases ran out: its open transaction rolls back, and its locks, which
+    would hold up the rows of whoever takes its segments over, go with it); returns how many.
+    Without the right to (another role's sessions), says so and ends none."""
+    matching = (
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND left(application_name, length(%(p)s)) = %(p)s"
+    )
+    try:
+        ended = conn.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) " + matching, {"p": application_prefix}
+        ).fetchone()
+    except psycopg.errors.InsufficientPrivilege as e:
+        log.warning(
+            "cannot end the sessions of %r (%s): until they end, their uncommitted rows hold up the same rows here",
+            application_prefix,
+            " ".join(str(e).split()),
+        )
+        return 0
+    # Gone for sure (locks released) before the caller goes on, within a few seconds.
+    for _ in range(50):
+        if conn.execute("SELECT 1 " + matching + " LIMIT 1", {"p": application_prefix}).fetchone() is None:
+            break
+        time.sleep(0.1)
+    return int(ended[0]) if ended else 0
+
+
 def recoverable(conn: psycopg.Connection[Any], error: BaseException) -> bool:
     """Whether work that failed with ``error`` can go on from its last commit: the connection
     broke (PostgreSQL restarted, failed over, the network dropped), or a statement waited longer

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from podyn_fast.state.changes import drop_change, keep_change, next_change
 from podyn_fast.state.columns import add_columns, layout, lock_registry, plan_additions, registry
+from podyn_fast.state.owners import Owner
 from podyn_fast.state.register import register_table
 from podyn_fast.state.rejects import Refused, RejectLike, record_rejects
 from podyn_fast.state.schema import ensure_schema, require_schema, setup_lock
@@ -21,9 +22,11 @@ from podyn_fast.state.segments import (
     checkpoint,
     claim,
     held_elsewhere,
+    holds,
     owner_id,
     progress,
     release,
+    renew,
 )
 from podyn_fast.state.shards import ShardCheckpoint, checkpoint_shard, shards
 from podyn_fast.state.tables import (
@@ -42,6 +45,7 @@ from podyn_fast.state.tables import (
 
 __all__ = [
     "Claim",
+    "Owner",
     "Progress",
     "Refused",
     "RejectLike",
@@ -57,6 +61,7 @@ __all__ = [
     "get_table",
     "heartbeat",
     "held_elsewhere",
+    "holds",
     "keep_change",
     "layout",
     "lock_follower",
@@ -72,6 +77,7 @@ __all__ = [
     "register_table",
     "registry",
     "release",
+    "renew",
     "require_schema",
     "set_phase",
     "set_stopped",

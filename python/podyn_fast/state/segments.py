@@ -3,8 +3,6 @@ number of processes, on any number of hosts, share one queue (``FOR UPDATE SKIP 
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from podyn_fast.state import owners
 from podyn_fast.state.schema import qualified
 
 
@@ -23,54 +22,40 @@ class Claim:
     segment: int
     last_key: bytes | None
     owner: str
+    taken_from: str | None = None
+    """The holder whose lease this one replaces (it ran out, or the holder is gone)."""
 
 
 def owner_id() -> str:
-    """Who holds a lease: host and process, so a rerun on the same host can take over the leases
-    of processes that are gone without waiting for them to expire."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's identity as a lease holder (state/owners.py)."""
+    return str(owners.me())
 
 
 def held_elsewhere(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> tuple[int, int]:
     """(segments not done, of which nobody could claim now): the latter are leased by live
     processes, on this host or another, whose leases have not run out."""
-    dead = _dead_local_owners(conn, schema, tables)
+    gone = _gone_owners(conn, schema, tables)
     row = conn.execute(
         sql.SQL(
             "SELECT count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= now()"
             " AND NOT owner = ANY(%s)) FROM {} WHERE table_name = ANY(%s) AND NOT done"
         ).format(qualified(schema, "segments")),
-        [dead, list(tables)],
+        [gone, list(tables)],
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
 
-def _dead_local_owners(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> list[str]:
-    host = socket.gethostname()
+def _gone_owners(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str]) -> list[str]:
+    """Holders of live leases known to be gone without waiting for them to run out."""
     rows = conn.execute(
-        sql.SQL("SELECT DISTINCT owner FROM {} WHERE table_name = ANY(%s) AND NOT done AND owner LIKE %s").format(
-            qualified(schema, "segments")
-        ),
-        [list(tables), host.replace("%", r"\%").replace("_", r"\_") + ":%"],
+        sql.SQL(
+            "SELECT DISTINCT owner FROM {} WHERE table_name = ANY(%s) AND NOT done AND owner IS NOT NULL"
+            " AND lease_until >= now()"
+        ).format(qualified(schema, "segments")),
+        [list(tables)],
     ).fetchall()
-    return [owner for (owner,) in rows if not _alive(int(owner.rsplit(":", 1)[1]))]
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process of this host still runs. A zombie does not: an orphaned worker that
-    exited stays one where nothing reaps it, and must not keep its segment for a whole lease."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True  # no /proc: trust the signal check
+    return [owner for (owner,) in rows if owners.gone(owner)]
 
 
 def claim(
@@ -79,24 +64,49 @@ def claim(
     """Lease the next segment that is not done and not held (or whose lease expired, or whose
     holder on this host is gone, or that ``owner`` holds already: a loader that lost its
     connection mid-segment takes it up again). None when every segment is done or held."""
-    dead = _dead_local_owners(conn, schema, tables)
+    gone = _gone_owners(conn, schema, tables)
     with conn.transaction():
         row = conn.execute(
             sql.SQL(
                 "UPDATE {seg} s SET owner = %(owner)s, lease_until = now() + %(lease)s * interval '1 second'"
-                " FROM (SELECT table_name, segment FROM {seg}"
+                " FROM (SELECT table_name, segment, owner FROM {seg}"
                 "       WHERE table_name = ANY(%(tables)s) AND NOT done"
-                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(dead)s) OR owner = %(owner)s)"
+                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(gone)s) OR owner = %(owner)s)"
                 "       ORDER BY array_position(%(tables)s, table_name), segment"
                 "       LIMIT 1 FOR UPDATE SKIP LOCKED) pick"
                 " WHERE s.table_name = pick.table_name AND s.segment = pick.segment"
-                " RETURNING s.table_name, s.segment, s.last_key"
+                " RETURNING s.table_name, s.segment, s.last_key, pick.owner"
             ).format(seg=qualified(schema, "segments")),
-            {"owner": owner, "lease": lease_seconds, "tables": list(tables), "dead": dead},
+            {"owner": owner, "lease": lease_seconds, "tables": list(tables), "gone": gone},
         ).fetchone()
     if row is None:
         return None
-    return Claim(row[0], row[1], bytes(row[2]) if row[2] is not None else None, owner)
+    before = row[3] if row[3] != owner else None
+    return Claim(row[0], row[1], bytes(row[2]) if row[2] is not None else None, owner, before)
+
+
+def renew(conn: psycopg.Connection[Any], schema: str, owner: str, lease_seconds: float) -> int:
+    """Move on the lease of every segment ``owner`` holds (the lease keeper's heartbeat); returns
+    how many it holds."""
+    with conn.transaction():
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET lease_until = now() + %s * interval '1 second' WHERE owner = %s AND NOT done"
+            ).format(qualified(schema, "segments")),
+            [lease_seconds, owner],
+        )
+    return cur.rowcount
+
+
+def holds(conn: psycopg.Connection[Any], schema: str, held: Claim) -> bool:
+    """Whether ``held`` is still this worker's: another takes a segment whose lease ran out."""
+    row = conn.execute(
+        sql.SQL("SELECT owner = %s AND NOT done FROM {} WHERE table_name = %s AND segment = %s").format(
+            qualified(schema, "segments")
+        ),
+        [held.owner, held.table_name, held.segment],
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def checkpoint(
