@@ -6,6 +6,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -36,18 +37,28 @@ def pg_dsn() -> Iterator[str]:
         yield server.dsn
 
 
-@pytest.fixture
-def pg_schema(pg_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The name of a schema made for this test alone, dropped with everything in it afterwards."""
+@contextmanager
+def own_schema(dsn: str, label: str) -> Iterator[str]:
+    """A schema made for one test alone, named after ``label``, dropped with everything in it
+    afterwards."""
     # Readable in the server's log and pg_namespace, lower case so raw SQL needs no quoting, and
     # unique across concurrent sessions sharing one PODYN_TEST_DSN; 63 bytes is the identifier limit.
-    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower())[:40].strip("_")
+    slug = re.sub(r"[^a-z0-9_]+", "_", label.lower())[:40].strip("_")
     name = f"t_{slug}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The name of a schema made for this test alone (``own_schema``)."""
+    with own_schema(pg_dsn, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
@@ -48,3 +50,10 @@ def test_jitter_stays_below_each_ceiling() -> None:
     backoff = retry.Backoff(0.5, 10.0)
     for ceiling in (1.0, 2.0, 4.0, 8.0, 10.0):
         assert 0 <= backoff.delay() <= ceiling
+
+
+def test_jitter_leaves_the_random_modules_state_alone() -> None:
+    before = random.getstate()
+    backoff = retry.Backoff(0.5, 10.0)
+    assert all(0 <= backoff.delay() <= 10.0 for _ in range(20))
+    assert random.getstate() == before
