@@ -119,6 +119,21 @@ class _Table:
             sql.SQL("{} = {}").format(sql.Identifier(a, k), sql.Identifier(b, k)) for k in self.keys
         )
 
+    def _unmatched(self, a: str, rows: sql.Composable, b: str, others: sql.Composable) -> sql.Composable:
+        """The keys of ``rows`` (as ``a``) that ``others`` (as ``b``) lacks. An outer join, not
+        NOT EXISTS: Citus plans a join of a distributed table with a local one (the target with
+        the scratch tables), but refuses the correlated subquery. Key columns are never NULL, so
+        a NULL key on ``b``'s side means no match."""
+        return sql.SQL("SELECT {} FROM {} {} LEFT JOIN {} {} ON {} WHERE {} IS NULL").format(
+            self._key_text(a),
+            rows,
+            sql.Identifier(a),
+            others,
+            sql.Identifier(b),
+            self._key_match(a, b),
+            sql.Identifier(b, self.keys[0]),
+        )
+
     def _key_text(self, alias: str) -> sql.Composable:
         # A key shown as (partition key[, sort key]) text.
         return sql.SQL("concat_ws(', ', {})").format(
@@ -206,11 +221,7 @@ class _Table:
         t = self.table
         target = sql.Identifier(t.target_schema, t.target_table)
         v = self.verdict
-        missing = self.conn.execute(
-            sql.SQL("SELECT {} FROM {} s WHERE NOT EXISTS (SELECT FROM {} t WHERE {})").format(
-                self._key_text("s"), self.rows, target, self._key_match("s", "t")
-            )
-        ).fetchall()
+        missing = self.conn.execute(self._unmatched("s", self.rows, "t", target)).fetchall()
         v.missing += len(missing)
         v.examples["missing"] += [Difference(str(k)) for (k,) in missing[: EXAMPLES - len(v.examples["missing"])]]
         columns = layout.column_names
@@ -240,11 +251,7 @@ class _Table:
     def _extras(self) -> None:
         t = self.table
         target = sql.Identifier(t.target_schema, t.target_table)
-        extra = self.conn.execute(
-            sql.SQL("SELECT {} FROM {} t WHERE NOT EXISTS (SELECT FROM {} s WHERE {})").format(
-                self._key_text("t"), target, self.seen, self._key_match("s", "t")
-            )
-        ).fetchall()
+        extra = self.conn.execute(self._unmatched("t", target, "s", self.seen)).fetchall()
         self.verdict.extra = len(extra)
         self.verdict.examples["extra"] = [Difference(str(k)) for (k,) in extra[:EXAMPLES]]
 
