@@ -119,7 +119,7 @@ class _Table:
             sql.SQL("{} = {}").format(sql.Identifier(a, k), sql.Identifier(b, k)) for k in self.keys
         )
 
-    def _unmatched(self, a: str, rows: sql.Composable, b: str, others: sql.Composable) -> sql.Composable:
+    def _unmatched(self, a: str, rows: sql.Composable, b: str, others: sql.Composable) -> sql.Composed:
         """The keys of ``rows`` (as ``a``) that ``others`` (as ``b``) lacks. An outer join, not
         NOT EXISTS: Citus plans a join of a distributed table with a local one (the target with
         the scratch tables), but refuses the correlated subquery. Key columns are never NULL, so

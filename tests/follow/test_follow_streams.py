@@ -13,6 +13,7 @@ import random
 import signal
 import string
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -466,3 +467,53 @@ def test_the_follower_rides_out_a_streams_outage(env: Env) -> None:
         assert follower.finish(timeout=60) == 0, follower.stderr()
         assert "failed (InternalServerError" in " ".join(follower.stderr().split()), follower.stderr()
     env.check("Out")
+
+
+def test_a_cutover_from_start_to_end(env: Env) -> None:
+    # The path a user takes, in one piece: `migrate --follow` while the table is written and its
+    # shards split; the follower killed once it follows; more writes and splits while nobody
+    # follows; a late `follow` that catches up; then `verify` and `status`, as before a cutover.
+    rng, server = random.Random(21), env.server
+    server.create_table("Shop", list(KEYS), view_type="NEW_AND_OLD_IMAGES", shards=2)
+    for key in range(3000):
+        server.put("Shop", _item(rng, key))
+    server.latency = 0.02  # the load lasts long enough for the writes to land during it
+    writes = threading.Thread(target=_changes, args=(server, "Shop", random.Random(22), 1500), kwargs={"splits": 1})
+    try:
+        with running(env._cmd("migrate", "--table", "Shop", "--segments", "8", "--follow")) as first:
+            writes.start()
+            writes.join()
+            first.wait_for(lambda: _phase(env, "Shop") == "following", "the load done and following", timeout=120)
+            first.wait_for(lambda: _applied(env) > 3000, "changes applied", timeout=120)
+            first.proc.kill()
+            first.proc.wait()
+    finally:
+        server.latency = 0.0
+    _changes(server, "Shop", rng, 1500, splits=1)
+    late = env.follow()
+    assert late.returncode == 0, late.stderr
+    env.check("Shop")
+    shards = env.shards()
+    assert all(s[2] for s in shards if any(c[1] == s[0] for c in shards)), "a parent left unfinished"
+    assert len(shards) >= 2 + 4 + 8, shards  # two splits of every open shard
+    common = ["--postgres-url", env.dsn, "--state-schema", env.state]
+    verify = subprocess.run(
+        [PODYN, "verify", *common, "--endpoint-url", server.endpoint, "--region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert verify.returncode == 0 and "Shop: EQUAL" in verify.stdout, verify.stdout + verify.stderr
+    status = subprocess.run([PODYN, "status", *common, "--json"], capture_output=True, text=True, check=True)
+    (table,) = json.loads(status.stdout)["tables"]
+    assert (table["phase"], table["rejects"], table["lag_seconds"]) == ("following", 0, 0.0), table
+    assert table["changes_applied"] == len(server.records("Shop")), table
+
+
+def _phase(env: Env, table: str) -> str | None:
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        try:
+            return state.phase(conn, env.state, table)
+        except psycopg.errors.UndefinedTable:
+            return None
