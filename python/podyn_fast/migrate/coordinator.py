@@ -191,26 +191,6 @@ def _stop_workers(pool: Executor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _watch(
-    cfg: MigrateConfig,
-    estimates: dict[str, int],
-    futures: list[Future[Any]],
-    console: Console,
-    failed: Callable[[], BaseException | None],
-) -> None:
-    """Show committed progress per table until the workers are done (read from the state schema,
-    so it counts the work of every host). Totals start from DescribeTable's ItemCount.
-
-    Bars on a terminal; elsewhere (a pipe, a log file) a plain line per table every
-    ``progress_every`` seconds, and with JSON logs a progress record instead.
-    """
-    reader = _ProgressReader(cfg)
-    try:
-        _show_progress(reader, cfg, estimates, futures, console, failed)
-    finally:
-        reader.close()
-
-
 class _ProgressReader:
     """The coordinator's reads of the state schema during the load, over a connection of its own
     that rides out a PostgreSQL restart (the workers reconnect on their own too)."""
@@ -226,31 +206,42 @@ class _ProgressReader:
             except psycopg.OperationalError as e:
                 self.conn = connect.recover(self.conn, e, self.cfg.postgres_url, APPLICATION)
 
-    def close(self) -> None:
+    def __enter__(self) -> _ProgressReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.conn.close()
 
 
-def _show_progress(
-    reader: _ProgressReader,
+def _watch(
     cfg: MigrateConfig,
     estimates: dict[str, int],
     futures: list[Future[Any]],
     console: Console,
     failed: Callable[[], BaseException | None],
 ) -> None:
+    """Show committed progress per table until the workers are done (read from the state schema,
+    so it counts the work of every host). Totals start from DescribeTable's ItemCount.
+
+    Bars on a terminal; elsewhere (a pipe, a log file) a plain line per table every
+    ``progress_every`` seconds, and with JSON logs a progress record instead.
+    """
     live = cfg.progress and console.is_terminal
     plain = cfg.progress and not console.is_terminal
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not live,
-        transient=False,
-    ) as bar:
+    with (
+        _ProgressReader(cfg) as reader,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not live,
+            transient=False,
+        ) as bar,
+    ):
         tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0, rate=0.0) for n, estimate in estimates.items()}
         first = {n: p.bytes for n, p in reader.read(estimates).items()}
         started = last_line = time.monotonic()
