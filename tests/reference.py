@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -180,9 +180,14 @@ class Loader:
         self.layout = self.layout.with_columns(planned)
         return self.layout
 
-    def load(self, body: bytes, *, item: bool = False) -> _core.Encoded:
-        """Encode a Scan body (or one item) with the growing layout and COPY its rows."""
-        encode = _core.Layout.encode_item if item else _core.Layout.encode_scan_page
+    def load(self, body: bytes, *, item: bool = False, export: bool = False) -> _core.Encoded:
+        """Encode a Scan body (or one item, or lines of an export data file) with the growing
+        layout and COPY its rows."""
+        encode: Callable[[_core.Layout, bytes], _core.Encoded] = _core.Layout.encode_scan_page
+        if item:
+            encode = _core.Layout.encode_item
+        elif export:
+            encode = _core.Layout.encode_export_lines
         encoded = encode(self.layout, body)
         while encoded.unknown:
             self._register(self.layout.plan_columns(list(encoded.unknown)))

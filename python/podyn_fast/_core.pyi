@@ -178,6 +178,14 @@ class Layout:
         Raises:
             BodyError: the rows are not binary COPY rows of this layout.
         """
+    def encode_export_lines(self, body: bytes) -> Encoded:
+        """Encode whole lines of a DynamoDB export data file (DYNAMODB_JSON, decompressed): one
+        ``{"Item": {...}}`` a line.
+
+        Raises:
+            BodyError: a line is not an export line (the file is damaged).
+        """
+
     def encode_item(self, item: bytes) -> Encoded:
         """Encode one item given as a raw DynamoDB attribute map (``{"pk": {"S": "a"}, ...}``).
 

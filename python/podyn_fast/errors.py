@@ -57,6 +57,11 @@ class FollowError(PodynError, Terminal):
     """Following cannot start or go on; the message says what to do."""
 
 
+class ExportError(PodynError, Terminal):
+    """A DynamoDB export in S3 that cannot be loaded as it is: not an export's folder, a format
+    other than DYNAMODB_JSON, manifests that disagree, a damaged data file."""
+
+
 class Gap(PodynError, Terminal):
     """Changes were lost to the follower (trimmed records, a vanished shard, a new stream)."""
 

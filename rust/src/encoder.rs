@@ -177,6 +177,35 @@ impl<'l, 'a> Encoder<'l, 'a> {
         Ok(self.finish())
     }
 
+    /// Encode lines of a DynamoDB export data file in DYNAMODB_JSON, decompressed: one
+    /// `{"Item":{…}}` a line, `body` holding whole lines. A line that is not such an object makes
+    /// the whole body unreadable (the file is damaged); an item that cannot be stored is a reject.
+    pub fn export_lines(mut self, body: &'a [u8]) -> CoreResult<Encoded> {
+        check_utf8(body)?;
+        self.out.rows.reserve(body.len());
+        let mut r = Reader::new(body);
+        while !r.at_end() {
+            let line = r.pos;
+            if r.peek() != Some(b'{') {
+                return Err(bad_body(line, "an export line is not a JSON object"));
+            }
+            let mut items = 0;
+            r.members(|r, key| -> CoreResult<()> {
+                if key.raw == b"Item" {
+                    items += 1;
+                    self.one_item(r)?;
+                } else {
+                    r.skip_value()?;
+                }
+                Ok(())
+            })?;
+            if items != 1 {
+                return Err(bad_body(line, "an export line holds no Item, or more than one"));
+            }
+        }
+        Ok(self.finish())
+    }
+
     pub(crate) fn finish(mut self) -> Encoded {
         if !self.out.unknown.is_empty() {
             self.out.rows.clear();
@@ -593,6 +622,26 @@ mod tests {
         let p =
             Encoder::new(&l).scan_page(br#"{"Count":0,"ScannedCount":0,"LastEvaluatedKey":{"pk":{"S":"z"}}}"#).unwrap();
         assert_eq!(p.last_evaluated_key.as_deref(), Some(&br#"{"pk":{"S":"z"}}"#[..]));
+    }
+
+    #[test]
+    fn export_lines_encode_like_a_scan_page() {
+        let l = layout(&[("t", ColumnType::Text)]);
+        let items = [r#"{"pk":{"S":"a"},"sk":{"N":"1"},"t":{"S":"x"}}"#, r#"{"sk":{"N":"2"},"pk":{"S":"b"}}"#];
+        let lines = format!("{{\"Item\":{}}}\n{{\"Item\":{}}}\n", items[0], items[1]);
+        let e = Encoder::new(&l).export_lines(lines.as_bytes()).unwrap();
+        let p = Encoder::new(&l).scan_page(page(&items.join(",")).as_bytes()).unwrap().encoded;
+        assert_eq!((e.rows, e.row_count, e.item_count), (p.rows, 2, 2));
+        // A reject is one item, not the file; a line that is not an export line is the file.
+        let bad = format!("{{\"Item\":{}}}\n{{\"Item\":{{\"pk\":{{\"S\":\"c\"}}}}}}\n", items[0]);
+        let e = Encoder::new(&l).export_lines(bad.as_bytes()).unwrap();
+        assert_eq!((e.row_count, e.rejects.len()), (1, 1));
+        assert!(Encoder::new(&l).export_lines(b"").unwrap().rows.is_empty());
+        for broken in
+            [&b"[1]\n"[..], b"{\"Keys\":{}}\n", b"{\"Item\":{\"pk\":{\"S\":\"a\"}}", b"{\"Item\":{},\"Item\":{}}"]
+        {
+            assert!(matches!(Encoder::new(&l).export_lines(broken), Err(CoreError::BadBody { .. })), "{broken:?}");
+        }
     }
 
     #[test]

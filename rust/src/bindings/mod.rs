@@ -135,6 +135,12 @@ impl PyLayout {
         PyEncoded::from_core(py, encoded)
     }
 
+    fn encode_export_lines(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyEncoded> {
+        let buffer = ROWS.take();
+        let encoded = py.detach(|| Encoder::with_buffer(&self.inner, buffer).export_lines(body))?;
+        PyEncoded::from_core(py, encoded)
+    }
+
     fn encode_records(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyStreamBatch> {
         let buffer = ROWS.take();
         let batch = py.detach(|| Encoder::with_buffer(&self.inner, buffer).records(body))?;
