@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 
 from podyn_fast import state
@@ -24,11 +25,25 @@ Unknown = Sequence[tuple[str, str]]
 
 @dataclass
 class Page:
-    """A Scan page as read, encoded with the layout that was current when it arrived."""
+    """Source data as read, encoded with the layout that was current when it arrived: a Scan
+    response, or whole lines of an export data file (``lines``)."""
 
     body: bytes
     layout: Layout
     encoded: Encoded
+    position: bytes | None
+    """Where the segment (or data file) stands once this page is loaded; None at its end."""
+    lines: bool = False
+
+    def encode(self, layout: Layout) -> Encoded:
+        return layout.encode_export_lines(self.body) if self.lines else layout.encode_scan_page(self.body)
+
+    def items(self) -> list[Any]:
+        """The page's items, parsed (for the rare path that stores them one by one)."""
+        if self.lines:
+            return [orjson.loads(line)["Item"] for line in self.body.splitlines() if line.strip()]
+        items: list[Any] = orjson.loads(self.body).get("Items", [])
+        return items
 
 
 class Codec:
@@ -45,14 +60,14 @@ class Codec:
     def current(self, page: Page) -> Encoded:
         """``page`` as the current layout encodes it (its own encoding, while that layout is the
         current one); ``unknown`` may be non-empty: see ``complete``."""
-        return page.encoded if page.layout is self.layout else self.layout.encode_scan_page(page.body)
+        return page.encoded if page.layout is self.layout else page.encode(self.layout)
 
     def complete(self, page: Page) -> Encoded:
         """``page`` encoded with every attribute in a column, extending the layout as needed."""
         encoded = self.current(page)
         while encoded.unknown:
             self.extend(encoded.unknown)
-            encoded = self.layout.encode_scan_page(page.body)
+            encoded = page.encode(self.layout)
         return encoded
 
     def records(self, body: bytes) -> StreamBatch:

@@ -116,7 +116,7 @@ class SegmentReader(threading.Thread):
                     continue
                 unreadable.reset()
                 self.limiter.charge(encoded.consumed_capacity)
-                self._put(Page(body, layout, encoded))
+                self._put(Page(body, layout, encoded, encoded.last_evaluated_key))
                 key = encoded.last_evaluated_key
                 if key is None:
                     break

@@ -294,7 +294,7 @@ class Loader:
             except psycopg.errors.ProgramLimitExceeded:
                 pass
             written = 0
-            for item in orjson.loads(page.body).get("Items", []):
+            for item in page.items():
                 raw = orjson.dumps(item)
                 one = layout.encode_item(raw)
                 out.rejects.extend(one.rejects)
@@ -358,7 +358,7 @@ class _Outcome:
         self.nbytes += len(page.body)
         self.pages += 1
         self.capacity += encoded.consumed_capacity or 0.0
-        self.last_key = encoded.last_evaluated_key
+        self.last_key = page.position
         self.done = self.last_key is None
 
 
