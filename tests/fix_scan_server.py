@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fix_pg import CITUS_DSN
 from tests.moto_migrate import PODYN
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, all_types_item, typical_item
 
@@ -58,8 +59,10 @@ def fast_dynamo(scan_server: ScanServer) -> Iterator[ScanServer]:
 
 
 def migrate_cmd(dsn: str, endpoint: str, schemas: tuple[str, str], *args: str) -> list[str]:
-    """`podyn-fast migrate` from the Scan server at ``endpoint`` into ``schemas`` (target, state)."""
+    """`podyn-fast migrate` from the Scan server at ``endpoint`` into ``schemas`` (target, state);
+    with ``--citus`` on a Citus coordinator (``PODYN_TEST_CITUS_DSN``), as every migrate of the suite."""
     return [
         PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1",
-        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", *args,
+        "--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress",
+        *(["--citus"] if CITUS_DSN else []), *args,
     ]  # fmt: skip

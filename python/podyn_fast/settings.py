@@ -29,6 +29,8 @@ class AwsConfig:
     profile: str | None = None
     max_attempts: int = 10
     """botocore's attempts per call before our own retries take over (``AWS_MAX_ATTEMPTS``)."""
+    s3_endpoint_url: str | None = None
+    """S3's endpoint for exports (a local S3); None: botocore's own (``AWS_ENDPOINT_URL_S3``, AWS)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class MigrateConfig:
     load: bool = True
     """False creates the tables and records them, loading nothing (Podyn's -s alone)."""
     citus: bool = False
+    export: str | None = None
+    """The export folder (s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID) to load instead of a Scan."""
     """Distribute each table by its partition key, right after creating it (Citus)."""
 
 

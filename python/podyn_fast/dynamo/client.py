@@ -119,3 +119,16 @@ def _raw(call: Any, operation: str, params: dict[str, Any]) -> bytes:
     if body is None:
         raise BodyChecksumError(f"{operation} response failed its CRC32 check on every attempt")
     return body
+
+
+def s3_client(aws: AwsConfig) -> Any:
+    """A botocore S3 client for exports: credentials, region, timeouts and retries as DynamoDB's;
+    path-style addressing on an endpoint of the user's (a local S3 has no bucket host names)."""
+    session = botocore.session.Session(profile=aws.profile)
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": aws.max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if aws.s3_endpoint_url else None,
+    )
+    return session.create_client("s3", region_name=aws.region, endpoint_url=aws.s3_endpoint_url, config=config)

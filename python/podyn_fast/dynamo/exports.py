@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,9 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from podyn_fast._core import Layout
+from podyn_fast.codec import Page
+from podyn_fast.dynamo.scan import PageReader
 from podyn_fast.errors import ExportError
 
 SUMMARY_VERSION = "2020-06-30"
@@ -201,3 +204,54 @@ def _skip(chunk: bytes, skip: int) -> tuple[bytes, int]:
         at = len(chunk) if end < 0 else end + 1
         skip -= 1
     return chunk[at:], skip
+
+
+def position(lines_loaded: int) -> bytes:
+    """A data file's position as committed with its rows: the count of its lines loaded."""
+    return lines_loaded.to_bytes(8, "big")
+
+
+def lines_loaded(position: bytes | None) -> int:
+    return int.from_bytes(position, "big") if position else 0
+
+
+class ExportFileReader(PageReader):
+    """Reads one data file of an export, from the line after those loaded already, in pages of
+    whole lines. A file read from its start is first checked against the manifest's MD5 (a read of
+    its own), so that nothing of a damaged file is ever loaded."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        data: DataFile,
+        *,
+        start: bytes | None,
+        layout: Layout,
+        alive: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(f"export {data.key.rsplit('/', 1)[-1]}", layout)
+        self.s3, self.bucket, self.data, self.skip = s3, bucket, data, lines_loaded(start)
+        self.alive = alive
+
+    def read(self) -> None:
+        done = self.skip
+        if done == 0:
+            self.alive()
+            verify(self.s3, self.bucket, self.data)
+        previous: bytes | None = None
+        for chunk in lines(self.s3, self.bucket, self.data.key, skip=done):
+            if self.stopping.is_set():
+                return
+            self.alive()
+            if previous is not None:
+                done = self._page(previous, done, last=False)
+            previous = chunk
+        # The last page (an empty one for an empty file) ends the file.
+        self._page(previous or b"", done, last=True)
+
+    def _page(self, body: bytes, done: int, *, last: bool) -> int:
+        layout = self.layout
+        done += body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+        self._put(Page(body, layout, layout.encode_export_lines(body), None if last else position(done), lines=True))
+        return done

@@ -66,8 +66,60 @@ class _End:
     error: BaseException | None = None
 
 
-class SegmentReader(threading.Thread):
-    """Reads one segment page by page from ``start_key`` and encodes each page as it comes."""
+class PageReader(threading.Thread):
+    """Reads a unit of work (a Scan segment, an export data file) page by page in a thread of its
+    own, encoding each page as it comes, READ_AHEAD pages ahead of the loader that takes them."""
+
+    def __init__(self, name: str, layout: Layout) -> None:
+        super().__init__(name=name, daemon=True)
+        self.layout = layout  # replaced by the loader when columns are added
+        self.pages: queue.Queue[Page | _End] = queue.Queue(READ_AHEAD)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.read()
+            self._put(_End())
+        except BaseException as e:  # handed to the loader thread, which raises it
+            self._put(_End(e))
+
+    def read(self) -> None:
+        """Put every page, in order, with ``_put``."""
+        raise NotImplementedError
+
+    def _put(self, item: Page | _End) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.pages.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def next_page(self, interrupted: threading.Event | None = None) -> Page | None:
+        """The next page, None at the end; ``Interrupted`` as soon as ``interrupted`` is set, even
+        while a page is slow to come."""
+        while True:
+            try:
+                item = self.pages.get(timeout=0.2)
+                break
+            except queue.Empty:
+                if interrupted is not None and interrupted.is_set():
+                    raise Interrupted(signal.SIGINT) from None
+        if isinstance(item, _End):
+            if item.error is not None:
+                raise item.error
+            return None
+        return item
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop reading; with ``wait``, until the request in flight is answered (at most 30 s)."""
+        self.stopping.set()
+        if wait:
+            self.join(timeout=30)
+
+
+class SegmentReader(PageReader):
+    """Reads one segment page by page from ``start_key``."""
 
     def __init__(
         self,
@@ -82,55 +134,38 @@ class SegmentReader(threading.Thread):
         consistent_read: bool,
         alive: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(name=f"scan {table}/{segment}", daemon=True)
+        super().__init__(f"scan {table}/{segment}", layout)
         self.dynamo, self.table, self.segment, self.total = dynamo, table, segment, total_segments
         self.start_key = start_key
-        self.layout = layout  # replaced by the loader when columns are added
         self.limiter = limiter
         self.consistent_read = consistent_read
         self.alive = alive
         """Called before every request: the segment's holder is at work."""
-        self.pages: queue.Queue[Page | _End] = queue.Queue(READ_AHEAD)
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
+    def read(self) -> None:
         key = self.start_key
         unreadable = retry.Backoff(0.1, 2.0)
-        try:
-            while not self.stopping.is_set():
-                body = self._scan(key)
-                layout = self.layout
-                try:
-                    encoded = layout.encode_scan_page(body)
-                except BodyError as e:
-                    # Cut short or garbled on the way, with no CRC to tell: ask again, a few times.
-                    if unreadable.attempts >= MAX_UNREADABLE:
-                        raise BodyError(
-                            f"Scan of {self.table} segment {self.segment}: {unreadable.attempts + 1} unreadable "
-                            f"answers in a row for the same page ({e})"
-                        ) from None
-                    log.warning(
-                        "Scan of %s segment %d: unreadable answer (%s); asking again", self.table, self.segment, e
-                    )
-                    unreadable.sleep()
-                    continue
-                unreadable.reset()
-                self.limiter.charge(encoded.consumed_capacity)
-                self._put(Page(body, layout, encoded, encoded.last_evaluated_key))
-                key = encoded.last_evaluated_key
-                if key is None:
-                    break
-            self._put(_End())
-        except BaseException as e:  # handed to the loader thread, which raises it
-            self._put(_End(e))
-
-    def _put(self, item: Page | _End) -> None:
         while not self.stopping.is_set():
+            body = self._scan(key)
+            layout = self.layout
             try:
-                self.pages.put(item, timeout=0.2)
-                return
-            except queue.Full:
+                encoded = layout.encode_scan_page(body)
+            except BodyError as e:
+                # Cut short or garbled on the way, with no CRC to tell: ask again, a few times.
+                if unreadable.attempts >= MAX_UNREADABLE:
+                    raise BodyError(
+                        f"Scan of {self.table} segment {self.segment}: {unreadable.attempts + 1} unreadable "
+                        f"answers in a row for the same page ({e})"
+                    ) from None
+                log.warning("Scan of %s segment %d: unreadable answer (%s); asking again", self.table, self.segment, e)
+                unreadable.sleep()
                 continue
+            unreadable.reset()
+            self.limiter.charge(encoded.consumed_capacity)
+            self._put(Page(body, layout, encoded, encoded.last_evaluated_key))
+            key = encoded.last_evaluated_key
+            if key is None:
+                break
 
     def _scan(self, key: bytes | None) -> bytes:
         backoff = retry.Backoff(0.5, 20.0)
@@ -161,25 +196,3 @@ class SegmentReader(threading.Thread):
                 )
                 if self.stopping.wait(delay):
                     raise
-
-    def next_page(self, interrupted: threading.Event | None = None) -> Page | None:
-        """The next page, None at the segment's end; ``Interrupted`` as soon as ``interrupted`` is
-        set, even while a page is slow to come."""
-        while True:
-            try:
-                item = self.pages.get(timeout=0.2)
-                break
-            except queue.Empty:
-                if interrupted is not None and interrupted.is_set():
-                    raise Interrupted(signal.SIGINT) from None
-        if isinstance(item, _End):
-            if item.error is not None:
-                raise item.error
-            return None
-        return item
-
-    def stop(self, *, wait: bool = True) -> None:
-        """Stop reading; with ``wait``, until the request in flight is answered (at most 30 s)."""
-        self.stopping.set()
-        if wait:
-            self.join(timeout=30)

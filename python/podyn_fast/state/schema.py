@@ -59,7 +59,8 @@ def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
                 follow_heartbeat timestamptz,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 loaded_at timestamptz,
-                load_started_at timestamptz)""",
+                load_started_at timestamptz,
+                source text)""",
             """CREATE TABLE IF NOT EXISTS {columns} (
                 table_name text NOT NULL REFERENCES {tables} ON DELETE CASCADE,
                 ordinal integer NOT NULL,
@@ -129,6 +130,7 @@ _ADDED_COLUMNS = {
         "follow_lag": "double precision",
         "follow_heartbeat": "timestamptz",
         "load_started_at": "timestamptz",
+        "source": "text",
     },
 }
 

@@ -35,6 +35,8 @@ class TableState:
     """Why following this table stopped (a gap), if it did."""
     load_age: float | None = None
     """Seconds since its load began (when the state was read); None before, or from an older version."""
+    source: str | None = None
+    """The export folder (s3://…) its snapshot is loaded from, a segment per data file; None: a Scan."""
 
 
 def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableState | None:
@@ -42,7 +44,7 @@ def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableSt
         sql.SQL(
             "SELECT table_name, target_schema, target_table, mode, lower_case, keys, indexes, total_segments,"
             " deferred_primary_key, phase, document_column, stream_arn, stopped,"
-            " extract(epoch FROM now() - load_started_at)::float8 FROM {} WHERE table_name = %s"
+            " extract(epoch FROM now() - load_started_at)::float8, source FROM {} WHERE table_name = %s"
         ).format(qualified(schema, "tables")),
         [table],
     ).fetchone()
@@ -65,6 +67,7 @@ def get_table(conn: psycopg.Connection[Any], schema: str, table: str) -> TableSt
         row[11],
         row[12],
         row[13],
+        row[14],
     )
 
 
@@ -74,8 +77,8 @@ def insert_table(
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (table_name, target_schema, target_table, mode, lower_case, keys, indexes,"
-            " total_segments, deferred_primary_key, document_column, item_count_estimate, size_bytes_estimate)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " total_segments, deferred_primary_key, document_column, item_count_estimate, size_bytes_estimate,"
+            " source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(qualified(schema, "tables")),
         [
             state.table_name,
@@ -90,6 +93,7 @@ def insert_table(
             state.document_column,
             item_count,
             size_bytes,
+            state.source,
         ],
     )
 
