@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import botocore.config
 import pytest
 
 from podyn_fast.demo.emulator import LocalDynamo, request
@@ -54,3 +56,20 @@ def dynamodb(moto_endpoint: str) -> Any:
         aws_access_key_id=FAKE_CREDENTIAL,
         aws_secret_access_key=FAKE_CREDENTIAL,
     )
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, dynamodb: Any) -> Any:
+    """A boto3 S3 client on the moto server (reset with ``dynamodb``), with a bucket of this
+    test's own as ``s3.bucket``."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_CREDENTIAL,
+        aws_secret_access_key=FAKE_CREDENTIAL,
+        config=botocore.config.Config(s3={"addressing_style": "path"}),
+    )
+    client.create_bucket(Bucket=(bucket := f"exports-{uuid.uuid4().hex[:8]}"))
+    client.bucket = bucket
+    return client

@@ -86,17 +86,16 @@ class Migrator:
         self.extra_schemas.append(name)
         return name
 
-    def __call__(
+    def command(
         self,
-        *args: str,
+        *,
         url: str | None = None,
         no_url: bool = False,
-        env: Mapping[str, str] | None = None,
         target: str | None = None,
         state: str | None = None,
         root_args: Sequence[str] = (),
-    ) -> Run:
-        """Run migrate with ``args``; ``--postgres-url`` is this server's DSN (or ``url``) unless ``no_url``."""
+    ) -> list[str]:
+        """The migrate command line, up to the test's own arguments."""
         argv = [
             PODYN,
             *root_args,
@@ -115,6 +114,20 @@ class Migrator:
             argv += ["--postgres-url", url or self.dsn]
         if CITUS_DSN:
             argv.append("--citus")
+        return argv
+
+    def __call__(
+        self,
+        *args: str,
+        url: str | None = None,
+        no_url: bool = False,
+        env: Mapping[str, str] | None = None,
+        target: str | None = None,
+        state: str | None = None,
+        root_args: Sequence[str] = (),
+    ) -> Run:
+        """Run migrate with ``args``; ``--postgres-url`` is this server's DSN (or ``url``) unless ``no_url``."""
+        argv = self.command(url=url, no_url=no_url, target=target, state=state, root_args=root_args)
         environ = {k: v for k, v in os.environ.items() if k not in _URL_ENV}
         environ.update(env or {})
         started = time.monotonic()

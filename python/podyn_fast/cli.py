@@ -193,6 +193,18 @@ def migrate(
             rich_help_panel=SOURCE,
         ),
     ] = None,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            help="Load this DynamoDB export in S3 (s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID, DYNAMODB_JSON) "
+            "instead of a Scan: no read capacity used, a data file per segment.",
+            rich_help_panel=SOURCE,
+        ),
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None,
+        typer.Option(help="S3 endpoint for --export (a local S3); else AWS_ENDPOINT_URL_S3.", rich_help_panel=SOURCE),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -337,12 +349,15 @@ def migrate(
     if url is None and follow:
         out.error("--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
+    if export is not None:
+        _check_export(out, export, url, follow=follow, segments=segments)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
     cfg = MigrateConfig(
         postgres_url=url or "",  # the dry run connects to nothing
-        aws=_aws(region, endpoint_url, profile),
+        aws=dataclasses.replace(_aws(region, endpoint_url, profile), s3_endpoint_url=s3_endpoint_url),
         tables=_tables(table),
+        export=export,
         segments=segments,
         workers=workers,
         scan_rate=scan_rate,
@@ -405,6 +420,26 @@ def migrate(
         )
     if rejects or not all(r.loaded for r in reports) or (follower is not None and follower.failed):
         raise typer.Exit(1)
+
+
+def _check_export(out: report.Reporter, export: str, url: str | None, *, follow: bool, segments: int | None) -> None:
+    """--export and what it cannot go with, refused before anything is read or written."""
+    from podyn_fast.dynamo.exports import ExportLocation  # noqa: PLC0415  (see the module docstring)
+    from podyn_fast.errors import ExportError  # noqa: PLC0415
+
+    try:
+        ExportLocation.parse(export)
+    except ExportError as e:
+        out.error(f"--export: {e}")
+        raise typer.Exit(2) from None
+    for refused, why in (
+        (url is None, "needs a PostgreSQL URL (the dry run reads by Scan)"),
+        (follow, "cannot be combined with --follow yet: load the export, then migrate again by Scan with --follow"),
+        (segments is not None, "takes its segments from the export's data files: drop --segments"),
+    ):
+        if refused:
+            out.error(f"--export {why}")
+            raise typer.Exit(2)
 
 
 def _dry_run(out: report.Reporter, cfg: MigrateConfig) -> None:

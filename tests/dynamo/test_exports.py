@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
 from typing import Any
 
-import boto3
-import botocore.config
 import psycopg
 import pytest
 from psycopg.rows import TupleRow
@@ -19,24 +16,8 @@ from podyn_fast.dynamo import exports
 from podyn_fast.errors import ExportError
 from tests import reference
 from tests.corpus import CORPUS
-from tests.fix_dynamo import FAKE_CREDENTIAL, REGION
 from tests.servers.exports import write_export
 from tests.servers.scan import typical_item
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=REGION,
-        aws_access_key_id=FAKE_CREDENTIAL,
-        aws_secret_access_key=FAKE_CREDENTIAL,
-        config=botocore.config.Config(s3={"addressing_style": "path"}),
-    )
-    client.create_bucket(Bucket=(bucket := f"exports-{uuid.uuid4().hex[:8]}"))
-    client.bucket = bucket
-    return client
 
 
 def _items() -> list[dict[str, Any]]:

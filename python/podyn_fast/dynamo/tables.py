@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.errors import MigrateError
+
+if TYPE_CHECKING:
+    from podyn_fast.dynamo.exports import Manifest
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class SourceTable:
     on_demand: bool
     stream_arn: str | None
     """The stream that records the table's changes now, if one does."""
+    export: Manifest | None = None
+    """The export in S3 its rows are loaded from instead of a Scan (a segment per data file)."""
 
 
 def source_table(description: dict[str, Any]) -> SourceTable:

@@ -7,6 +7,7 @@ earlier run stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -14,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from podyn_fast import state
-from podyn_fast.dynamo.client import RawDynamo
+from podyn_fast.dynamo import exports
+from podyn_fast.dynamo.client import RawDynamo, s3_client
 from podyn_fast.dynamo.tables import describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
 from podyn_fast.migrate.plan import finish, plan
@@ -34,7 +35,7 @@ log = logging.getLogger("podyn_fast")
 APPLICATION = "podyn-fast migrate"
 
 
-@dataclass
+@dataclasses.dataclass
 class TableReport:
     """The outcome of one table."""
 
@@ -78,7 +79,8 @@ def run(
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo.of(cfg.aws)
-    names = list(cfg.tables) or list_tables(dynamo)
+    export = _export(cfg, dynamo) if cfg.export else None
+    names = [export.table_name] if export else list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
     conn = connect.connect(cfg.postgres_url, APPLICATION)
@@ -86,6 +88,8 @@ def run(
         state.ensure_schema(conn, cfg.state_schema)
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
+        if export is not None:
+            sources = [dataclasses.replace(sources[0], export=export, item_count=export.item_count)]
         tables = {src.name: plan(conn, cfg, src) for src in sources}
         if not cfg.load:
             return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
@@ -116,6 +120,21 @@ def run(
     finally:
         conn.close()
     return reports
+
+
+def _export(cfg: MigrateConfig, dynamo: RawDynamo) -> exports.Manifest:
+    """The export to load, checked against the command line before anything is written."""
+    assert cfg.export is not None
+    manifest = exports.read_manifest(s3_client(cfg.aws), exports.ExportLocation.parse(cfg.export))
+    name, region = manifest.table_name, dynamo.client.meta.region_name
+    if cfg.tables and list(cfg.tables) != [name]:
+        raise MigrateError(f"{cfg.export} is an export of table {name!r}, not of {', '.join(cfg.tables)}: drop --table")
+    if manifest.region != region:
+        raise MigrateError(
+            f"{cfg.export} is an export of {name!r} in region {manifest.region}; this run is in {region}: "
+            f"pass --region {manifest.region}"
+        )
+    return manifest
 
 
 def _wait_for_others(conn: psycopg.Connection[Any], cfg: MigrateConfig, tables: list[str], console: Console) -> bool:

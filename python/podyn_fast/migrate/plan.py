@@ -78,10 +78,13 @@ def wanted_state(cfg: MigrateConfig, source: SourceTable) -> tuple[state.TableSt
         lower_case=cfg.lower_case,
         keys=source.keys,
         indexes=source.indexes,
-        total_segments=cfg.segments or default_segments(source, cfg.workers),
+        total_segments=len(source.export.files)
+        if source.export
+        else cfg.segments or default_segments(source, cfg.workers),
         deferred_primary_key=cfg.defer_primary_key,
         phase="loading",
         document_column=document_column(columns) if cfg.mode == "jsonb" else None,
+        source=source.export.location.url if source.export else None,
     )
     return wanted, columns
 
@@ -113,6 +116,7 @@ def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: SourceTable)
         ("lower_case", wanted.lower_case, recorded.lower_case),
         ("target_schema", wanted.target_schema, recorded.target_schema),
         ("keys", wanted.keys, recorded.keys),
+        ("its snapshot from", wanted.source or "a Scan", recorded.source or "a Scan"),
     ):
         if mine != theirs:
             raise MigrateError(

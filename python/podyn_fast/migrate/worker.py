@@ -26,8 +26,10 @@ from psycopg.copy import QueuedLibpqWriter
 from podyn_fast import logs, state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded
 from podyn_fast.codec import Page, RegistryCodec
-from podyn_fast.dynamo.client import RawDynamo
-from podyn_fast.dynamo.scan import RateLimiter, SegmentReader
+from podyn_fast.dynamo import exports
+from podyn_fast.dynamo.client import RawDynamo, s3_client
+from podyn_fast.dynamo.exports import ExportFileReader
+from podyn_fast.dynamo.scan import PageReader, RateLimiter, SegmentReader
 from podyn_fast.errors import Interrupted, LeaseLost
 from podyn_fast.migrate.lease import LeaseKeeper
 from podyn_fast.postgres import citus, connect
@@ -79,6 +81,8 @@ class Loader:
         self.keeper = LeaseKeeper(cfg.postgres_url, cfg.state_schema, self.owner, cfg.lease_seconds, self.application)
         self.keeper.start()
         self.codecs: dict[str, RegistryCodec] = {}
+        self.s3: Any = None
+        self.manifests: dict[str, exports.Manifest] = {}
         self.limiters: dict[str, RateLimiter] = {}
         self.result = WorkerResult()
         self.holding: state.Claim | None = None
@@ -159,6 +163,18 @@ class Loader:
             "%s segment %d: %s; another worker has it now, going on with others", held.table_name, held.segment, why
         )
 
+    def _s3(self) -> Any:
+        if self.s3 is None:
+            self.s3 = s3_client(self.cfg.aws)
+        return self.s3
+
+    def _manifest(self, url: str) -> exports.Manifest:
+        """The manifest of the export a table is loaded from (read once per process): its data
+        files, in the manifest's order, are the table's segments."""
+        if url not in self.manifests:
+            self.manifests[url] = exports.read_manifest(self._s3(), exports.ExportLocation.parse(url))
+        return self.manifests[url]
+
     def _codec(self, name: str) -> RegistryCodec:
         if name not in self.codecs:
             found = state.get_table(self.conn, self.cfg.state_schema, name)
@@ -171,17 +187,29 @@ class Loader:
         codec = self._codec(held.table_name)
         limiter = self.limiters[held.table_name]
         limiter.share = state.active_leases(self.conn, self.cfg.state_schema, held.table_name)
-        reader = SegmentReader(
-            self.dynamo,
-            held.table_name,
-            segment=held.segment,
-            total_segments=codec.table.total_segments,
-            start_key=held.last_key,
-            layout=codec.layout,
-            limiter=limiter,
-            consistent_read=self.cfg.consistent_read,
-            alive=self.keeper.alive,
-        )
+        reader: PageReader
+        if codec.table.source is not None:
+            manifest = self._manifest(codec.table.source)
+            reader = ExportFileReader(
+                self._s3(),
+                manifest.location.bucket,
+                manifest.files[held.segment],
+                start=held.last_key,
+                layout=codec.layout,
+                alive=self.keeper.alive,
+            )
+        else:
+            reader = SegmentReader(
+                self.dynamo,
+                held.table_name,
+                segment=held.segment,
+                total_segments=codec.table.total_segments,
+                start_key=held.last_key,
+                layout=codec.layout,
+                limiter=limiter,
+                consistent_read=self.cfg.consistent_read,
+                alive=self.keeper.alive,
+            )
         reader.start()
         try:
             pending: Page | None = None
@@ -202,7 +230,7 @@ class Loader:
         self,
         held: state.Claim,
         codec: RegistryCodec,
-        reader: SegmentReader,
+        reader: PageReader,
         pending: Page | None,
         position: bytes | None,
     ) -> tuple[bool, Page | None, tuple[tuple[str, str], ...], bytes | None]:
@@ -239,7 +267,7 @@ class Loader:
         self,
         cur: psycopg.Cursor[Any],
         codec: RegistryCodec,
-        reader: SegmentReader,
+        reader: PageReader,
         pending: Page | None,
         out: _Outcome,
         taken: list[tuple[Page, Encoded]],

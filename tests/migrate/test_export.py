@@ -1,0 +1,125 @@
+"""`migrate --export`: a DynamoDB export in S3 (moto's server, written by tests/servers/exports.py as
+DynamoDB lays it out) loaded by the real command, exactly, resumably, a data file per segment."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from podyn_fast import state
+from tests import reference
+from tests.corpus import CORPUS
+from tests.fix_pg import committed_items
+from tests.moto_migrate import Migrator, assert_ok, assert_refused, create_table
+from tests.servers.exports import WrittenExport, write_export
+from tests.servers.scan import typical_item
+
+
+def _items(n: int) -> list[dict[str, Any]]:
+    """Typical items and every case of the edge corpus that loads, keyed as reference.KEYS."""
+    items = [json.loads(typical_item(i)) | {"pk": {"S": f"t{i}"}, "sk": {"N": str(i)}} for i in range(n)]
+    for k, case in enumerate(c for c in CORPUS if c["expect"] == "ok" and "item" in c and "modes" not in c):
+        items.append(case["item"] | {"pk": {"S": f"corpus {k}"}, "sk": {"N": "0"}})
+    return items
+
+
+def _export(s3: Any, dynamodb: Any, items: list[dict[str, Any]], files: int) -> WrittenExport:
+    create_table(dynamodb, "Orders", reference.KEYS)  # DescribeTable's key schema; the rows come from S3
+    return write_export(s3, s3.bucket, "exports/nightly", "Orders", items, partition_key="pk", files=files)
+
+
+def _args(migrate: Migrator, written: WrittenExport, *more: str) -> list[str]:
+    return ["--export", written.url, "--s3-endpoint-url", migrate.endpoint, *more]
+
+
+def _check(migrate: Migrator, items: list[dict[str, Any]]) -> None:
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        found = state.get_table(conn, migrate.state, "Orders")
+        assert found is not None and found.phase == "loaded" and found.source is not None
+        layout = state.layout(conn, migrate.state, found)
+        reference.check_table(conn, migrate.target, found.target_table, layout, items)
+
+
+def test_an_export_loads_exactly(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
+    items = _items(4000)
+    written = _export(s3, dynamodb, items, files=5)
+    done = migrate(*_args(migrate, written, "--workers", "2"))
+    assert_ok(done)
+    _check(migrate, items)
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        p = state.progress(conn, migrate.state, "Orders")
+    assert (p.total_segments, p.segments_done, p.items) == (6, 6, len(items))  # 5 files and an empty one
+    assert_ok(migrate(*_args(migrate, written)))  # nothing left: the same rows
+    _check(migrate, items)
+
+
+def test_sigkill_at_random_moments_then_rerun(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
+    items = _items(60_000)
+    written = _export(s3, dynamodb, items, files=8)
+    rng = random.Random(5)
+    cmd = [*migrate.command(), *_args(migrate, written, "--workers", "2", "--batch-mb", "1")]
+    kills = 0
+    for _ in range(3):
+        before = committed_items(migrate.dsn, migrate.state, "Orders")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and committed_items(migrate.dsn, migrate.state, "Orders") <= before:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.15))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, f"only {kills} of 3 runs were killed in the middle"
+    assert_ok(migrate(*_args(migrate, written)))
+    _check(migrate, items)
+
+
+def test_a_damaged_data_file_stops_with_nothing_of_it_loaded(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
+    items = _items(3000)
+    written = _export(s3, dynamodb, items, files=3)
+    victim = written.data_keys[1]
+    body = s3.get_object(Bucket=s3.bucket, Key=victim)["Body"].read()
+    in_victim = {orjson.loads(line)["Item"]["pk"]["S"] for line in gzip.decompress(body).splitlines()}
+    damaged = bytearray(body)
+    damaged[len(damaged) // 3] ^= 0x01
+    s3.put_object(Bucket=s3.bucket, Key=victim, Body=bytes(damaged))
+    done = migrate(*_args(migrate, written))
+    assert_refused(done, "the file is damaged; nothing")
+    assert victim.rsplit("/", 1)[-1] in done.stderr.replace("\n", ""), done.stderr
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        found = state.get_table(conn, migrate.state, "Orders")
+        assert found is not None
+        target = sql.Identifier(migrate.target, found.target_table)
+        loaded = {pk for (pk,) in conn.execute(sql.SQL("SELECT pk FROM {}").format(target))}
+    assert loaded and not loaded & in_victim, "rows of the damaged file were loaded"
+
+
+def test_what_does_not_fit_the_export_is_refused_before_anything_is_written(
+    migrate: Migrator, dynamodb: Any, s3: Any
+) -> None:
+    written = _export(s3, dynamodb, _items(10), files=1)
+    assert_refused(migrate(*_args(migrate, written, "--table", "Other")), "is an export of table 'Orders'")
+    assert_refused(migrate(*_args(migrate, written, "--follow")), "--export cannot be combined with --follow", code=2)
+    assert_refused(migrate(*_args(migrate, written, "--segments", "4")), "drop --segments", code=2)
+    assert_refused(
+        migrate("--export", "s3://bucket/not/an/export", "--s3-endpoint-url", migrate.endpoint),
+        "not an export's folder",
+        code=2,
+    )
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace(%s)", [migrate.state]).fetchone() == (None,)
+    # A table first loaded by Scan is not then mixed with an export's rows.
+    assert_ok(migrate("--table", "Orders"))
+    assert_refused(migrate(*_args(migrate, written)), "was first migrated with its snapshot from='a Scan'")
