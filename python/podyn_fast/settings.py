@@ -69,9 +69,9 @@ class MigrateConfig:
     load: bool = True
     """False creates the tables and records them, loading nothing (Podyn's -s alone)."""
     citus: bool = False
+    """Distribute each table by its partition key, right after creating it (Citus)."""
     export: str | None = None
     """The export folder (s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID) to load instead of a Scan."""
-    """Distribute each table by its partition key, right after creating it (Citus)."""
 
 
 @dataclass(frozen=True)
