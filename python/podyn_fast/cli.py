@@ -350,7 +350,7 @@ def migrate(
         out.error("--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
     if export is not None:
-        _check_export(out, export, url, follow=follow, segments=segments)
+        _check_export(out, export, url, segments=segments)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
     cfg = MigrateConfig(
@@ -358,6 +358,7 @@ def migrate(
         aws=dataclasses.replace(_aws(region, endpoint_url, profile), s3_endpoint_url=s3_endpoint_url),
         tables=_tables(table),
         export=export,
+        follow=follow,
         segments=segments,
         workers=workers,
         scan_rate=scan_rate,
@@ -422,7 +423,7 @@ def migrate(
         raise typer.Exit(1)
 
 
-def _check_export(out: report.Reporter, export: str, url: str | None, *, follow: bool, segments: int | None) -> None:
+def _check_export(out: report.Reporter, export: str, url: str | None, *, segments: int | None) -> None:
     """--export and what it cannot go with, refused before anything is read or written."""
     from podyn_fast.dynamo.exports import ExportLocation  # noqa: PLC0415  (see the module docstring)
     from podyn_fast.errors import ExportError  # noqa: PLC0415
@@ -434,7 +435,6 @@ def _check_export(out: report.Reporter, export: str, url: str | None, *, follow:
         raise typer.Exit(2) from None
     for refused, why in (
         (url is None, "needs a PostgreSQL URL (the dry run reads by Scan)"),
-        (follow, "cannot be combined with --follow yet: load the export, then migrate again by Scan with --follow"),
         (segments is not None, "takes its segments from the export's data files: drop --segments"),
     ):
         if refused:

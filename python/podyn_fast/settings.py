@@ -72,6 +72,8 @@ class MigrateConfig:
     """Distribute each table by its partition key, right after creating it (Citus)."""
     export: str | None = None
     """The export folder (s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID) to load instead of a Scan."""
+    follow: bool = False
+    """A follower captures the changes (``--follow``): its stream must hold all of them."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from podyn_fast import state
 from tests import reference
 from tests.corpus import CORPUS
 from tests.fix_pg import committed_items
-from tests.moto_migrate import Migrator, assert_ok, assert_refused, create_table
+from tests.moto_migrate import Migrator, assert_ok, assert_refused, create_table, put_items, source_items
 from tests.servers.exports import WrittenExport, write_export
 from tests.servers.scan import typical_item
 
@@ -45,7 +46,7 @@ def _args(migrate: Migrator, written: WrittenExport, *more: str) -> list[str]:
 def _check(migrate: Migrator, items: list[dict[str, Any]]) -> None:
     with psycopg.connect(migrate.dsn, autocommit=True) as conn:
         found = state.get_table(conn, migrate.state, "Orders")
-        assert found is not None and found.phase == "loaded" and found.source is not None
+        assert found is not None and found.phase in ("loaded", "following") and found.source is not None
         layout = state.layout(conn, migrate.state, found)
         reference.check_table(conn, migrate.target, found.target_table, layout, items)
 
@@ -111,7 +112,6 @@ def test_what_does_not_fit_the_export_is_refused_before_anything_is_written(
 ) -> None:
     written = _export(s3, dynamodb, _items(10), files=1)
     assert_refused(migrate(*_args(migrate, written, "--table", "Other")), "is an export of table 'Orders'")
-    assert_refused(migrate(*_args(migrate, written, "--follow")), "--export cannot be combined with --follow", code=2)
     assert_refused(migrate(*_args(migrate, written, "--segments", "4")), "drop --segments", code=2)
     assert_refused(
         migrate("--export", "s3://bucket/not/an/export", "--s3-endpoint-url", migrate.endpoint),
@@ -123,3 +123,51 @@ def test_what_does_not_fit_the_export_is_refused_before_anything_is_written(
     # A table first loaded by Scan is not then mixed with an export's rows.
     assert_ok(migrate("--table", "Orders"))
     assert_refused(migrate(*_args(migrate, written)), "was first migrated with its snapshot from='a Scan'")
+
+
+def _streamed_table(dynamodb: Any, items: list[dict[str, Any]]) -> float:
+    """The table with its stream on, holding ``items``; returns when the stream was enabled."""
+    create_table(dynamodb, "Orders", reference.KEYS)
+    spec = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    dynamodb.update_table(TableName="Orders", StreamSpecification=spec)
+    put_items(dynamodb, "Orders", items)
+    label = dynamodb.describe_table(TableName="Orders")["Table"]["LatestStreamLabel"]
+    return datetime.fromisoformat(label).replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_an_export_then_the_changes_made_since(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
+    # The export holds the table as of its time; what was written after it comes from the stream,
+    # which has held every change since a minute before the export's time.
+    rng = random.Random(9)
+    items = [json.loads(typical_item(i)) | {"pk": {"S": f"t{i}"}, "sk": {"N": str(i)}} for i in range(600)]
+    enabled = _streamed_table(dynamodb, items)
+    written = write_export(s3, s3.bucket, "x", "Orders", items, partition_key="pk", files=3, export_time=enabled + 61)
+    for i in rng.sample(range(600), 100):  # changed, deleted and added after the export
+        key = {"pk": {"S": f"t{i}"}, "sk": {"N": str(i)}}
+        if i % 3:
+            dynamodb.put_item(TableName="Orders", Item=json.loads(typical_item(i + 7)) | key)
+        else:
+            dynamodb.delete_item(TableName="Orders", Key=key)
+    put_items(
+        dynamodb,
+        "Orders",
+        [json.loads(typical_item(i)) | {"pk": {"S": f"new{i}"}, "sk": {"N": "1"}} for i in range(50)],
+    )
+    done = migrate(*_args(migrate, written, "--follow", "--exit-when-idle", "1"))
+    assert_ok(done)
+    _check(migrate, source_items(dynamodb, "Orders"))
+
+
+def test_a_stream_that_cannot_hold_the_changes_since_the_export_is_refused(
+    migrate: Migrator, dynamodb: Any, s3: Any
+) -> None:
+    items = [json.loads(typical_item(i)) | {"pk": {"S": f"t{i}"}, "sk": {"N": str(i)}} for i in range(20)]
+    enabled = _streamed_table(dynamodb, items)
+    # Exported before the stream was on: the changes in between are in neither.
+    early = write_export(s3, s3.bucket, "e", "Orders", items, partition_key="pk", export_time=enabled - 5)
+    assert_refused(migrate(*_args(migrate, early, "--follow")), "was enabled at", "after the export's time")
+    # Exported more than a day ago: the stream keeps 24 hours.
+    old = write_export(s3, s3.bucket, "o", "Orders", items, partition_key="pk", export_time=enabled - 30 * 3600)
+    assert_refused(migrate(*_args(migrate, old, "--follow")), "a stream keeps 24")
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", [f"{migrate.target}.Orders"]).fetchone() == (None,)

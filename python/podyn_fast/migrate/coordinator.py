@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -24,14 +25,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from podyn_fast import state
 from podyn_fast.dynamo import exports
 from podyn_fast.dynamo.client import RawDynamo, s3_client
-from podyn_fast.dynamo.tables import describe, list_tables
+from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
+from podyn_fast.follow.follower import RETENTION_MARGIN, STREAM_RETENTION
 from podyn_fast.migrate.plan import finish, plan
 from podyn_fast.migrate.worker import STOP, init_process, w_load
 from podyn_fast.postgres import connect
 from podyn_fast.settings import MigrateConfig
 
 log = logging.getLogger("podyn_fast")
+# An export holds every write made a minute before its time and none made a minute after it.
+EXPORT_FUZZ = 60.0
 APPLICATION = "podyn-fast migrate"
 
 
@@ -90,13 +94,16 @@ def run(
         sources = [describe(dynamo, name) for name in names]
         if export is not None:
             sources = [dataclasses.replace(sources[0], export=export, item_count=export.item_count)]
+            if cfg.follow:
+                _check_stream_covers(export, sources[0])
         tables = {src.name: plan(conn, cfg, src) for src in sources}
         if not cfg.load:
             return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
         for src in sources:
             if tables[src.name].phase == "loading":
                 # From here on, every change must reach the follower: the stream that records them.
-                state.mark_load_start(conn, cfg.state_schema, src.name, src.stream_arn)
+                since = src.export.export_time - EXPORT_FUZZ if src.export else None
+                state.mark_load_start(conn, cfg.state_schema, src.name, src.stream_arn, at=since)
         if on_planned is not None:
             on_planned(list(tables))
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
@@ -135,6 +142,29 @@ def _export(cfg: MigrateConfig, dynamo: RawDynamo) -> exports.Manifest:
             f"pass --region {manifest.region}"
         )
     return manifest
+
+
+def _check_stream_covers(export: exports.Manifest, source: SourceTable) -> None:
+    """The table's stream must hold every change the export may lack: from a minute before the
+    export time (writes in the minute around it may or may not be in it) until now."""
+    name, since = source.name, export.export_time - EXPORT_FUZZ
+    if source.stream_arn is None:
+        raise MigrateError(f"--follow: table {name!r} has no stream to follow; enable one (NEW_AND_OLD_IMAGES)")
+    label = source.stream_arn.rsplit("/", 1)[-1]
+    try:
+        created = datetime.fromisoformat(label).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise MigrateError(f"--follow: cannot tell when the stream {source.stream_arn} was enabled") from None
+    if time.time() - since > STREAM_RETENTION - RETENTION_MARGIN:
+        raise MigrateError(
+            f"--follow: the export of {name!r} is {(time.time() - export.export_time) / 3600:.1f} hours old and a "
+            f"stream keeps 24: the changes since it may be gone; export the table again and load that"
+        )
+    if created > since:
+        raise MigrateError(
+            f"--follow: the stream of {name!r} was enabled at {label}, after the export's time less a minute: the "
+            f"changes in between are in neither; export the table again, or migrate it by Scan with --follow"
+        )
 
 
 def _wait_for_others(conn: psycopg.Connection[Any], cfg: MigrateConfig, tables: list[str], console: Console) -> bool:

@@ -155,16 +155,19 @@ def phase(conn: psycopg.Connection[Any], schema: str, table: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def mark_load_start(conn: psycopg.Connection[Any], schema: str, table: str, stream_arn: str | None) -> None:
-    """The load of ``table`` begins (first time only): the moment changes start to matter, and the
-    stream that captures them (None: the table has none). A follower refuses a stream enabled
-    later, or a first read of the stream once the records from this moment may have aged out."""
+def mark_load_start(
+    conn: psycopg.Connection[Any], schema: str, table: str, stream_arn: str | None, *, at: float | None = None
+) -> None:
+    """The load of ``table`` begins (first time only): the moment changes start to matter (now, or
+    ``at``, seconds since the epoch: an export's), and the stream that captures them (None: the
+    table has none). A follower refuses a stream enabled later, or a first read of the stream once
+    the records from this moment may have aged out."""
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET load_started_at = now(), stream_arn = coalesce(stream_arn, %s)"
+            "UPDATE {} SET load_started_at = coalesce(to_timestamp(%s), now()), stream_arn = coalesce(stream_arn, %s)"
             " WHERE table_name = %s AND load_started_at IS NULL"
         ).format(qualified(schema, "tables")),
-        [stream_arn, table],
+        [at, stream_arn, table],
     )
 
 
