@@ -171,3 +171,26 @@ def test_a_holder_frozen_past_its_lease_is_taken_over_and_steps_aside(
         assert frozen.finish(timeout=120) == 0, frozen.stderr()
         assert _said(frozen.stderr(), STEPPED_ASIDE), frozen.stderr()
     _exact(pg_dsn, schemas, table, 40_000)
+
+
+def test_a_takeover_ends_only_the_previous_holders_sessions(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]
+) -> None:
+    # A takeover ends the sessions named after the previous holder's token, and no other: not
+    # those of an owner an older version wrote (hostname:pid, no token), nor anyone else's.
+    table = _table(fast_dynamo, 3_000)
+    base = migrate_cmd(pg_dsn, fast_dynamo.endpoint, schemas, "--table", table, "--segments", "4")
+    assert subprocess.run([*base, "--schema"], capture_output=True, check=False).returncode == 0
+    with psycopg.connect(pg_dsn, autocommit=True, application_name="podyn-fast migrate bystander") as bystander:
+        bystander.execute(
+            sql.SQL(
+                "UPDATE {} SET owner = CASE segment WHEN 0 THEN 'oldhost:4242' ELSE %s END,"
+                " lease_until = now() - interval '1 minute' WHERE segment IN (0, 1)"
+            ).format(sql.Identifier(schemas[1], "segments")),
+            ["gone-host:1:boot/1:1:feedfacecafe"],
+        )
+        done = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count(TAKEN_OVER) == 2, done.stderr
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+    _exact(pg_dsn, schemas, table, 3_000)

@@ -49,7 +49,8 @@ def session_name(owner: str) -> str:
     """The application_name of a loader's sessions: the owner's random token makes it its own
     (application_name holds 63 bytes: not the whole owner)."""
     parsed = state.Owner.parse(owner)
-    return f"{APPLICATION} {parsed.token}" if parsed is not None else APPLICATION
+    assert parsed is not None, f"not an owner of this version: {owner!r}"
+    return f"{APPLICATION} {parsed.token}"
 
 
 @dataclass
@@ -140,7 +141,8 @@ class Loader:
     def _take_over(self, held: state.Claim, previous: str) -> None:
         """``held`` was ``previous``'s, whose lease ran out: end its sessions, whose open
         transaction (rows of this very segment, uncommitted) would make these rows wait on it."""
-        ended = connect.end_sessions(self.conn, session_name(previous))
+        # An owner of an older version names no sessions of its own: its lease's expiry has to do.
+        ended = connect.end_sessions(self.conn, session_name(previous)) if state.Owner.parse(previous) else 0
         log.warning(
             "taking over %s segment %d from %s, whose lease ran out (%d session(s) of it ended)",
             held.table_name,
