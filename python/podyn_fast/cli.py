@@ -14,14 +14,16 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Annotated
 
 import typer
 
 from podyn_fast import __version__, report
-from podyn_fast.errors import Interrupted, PodynError
+from podyn_fast.errors import ExportError, Interrupted, PodynError
 from podyn_fast.settings import AwsConfig, FollowConfig, MigrateConfig, VerifyConfig, postgres_url
 
 log = logging.getLogger("podyn_fast")
@@ -201,6 +203,20 @@ def migrate(
             rich_help_panel=SOURCE,
         ),
     ] = None,
+    export_to: Annotated[
+        str | None,
+        typer.Option(
+            help="Ask DynamoDB for an export of --table to s3://BUCKET/PREFIX (point-in-time recovery needed), "
+            "wait for it, then load it as --export does; the same command again waits for the same export.",
+            rich_help_panel=SOURCE,
+        ),
+    ] = None,
+    export_time: Annotated[
+        str | None,
+        typer.Option(
+            help="The point in time of --export-to (ISO 8601, UTC unless it says); default now.", rich_help_panel=SOURCE
+        ),
+    ] = None,
     s3_endpoint_url: Annotated[
         str | None,
         typer.Option(help="S3 endpoint for --export (a local S3); else AWS_ENDPOINT_URL_S3.", rich_help_panel=SOURCE),
@@ -349,8 +365,9 @@ def migrate(
     if url is None and follow:
         out.error("--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
-    if export is not None:
-        _check_export(out, export, url, segments=segments)
+    if export is not None or export_to is not None:
+        _check_export(out, export, export_to, url, segments=segments, tables=_tables(table))
+    when = _export_time(out, export_time, export_to)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
     cfg = MigrateConfig(
@@ -358,6 +375,8 @@ def migrate(
         aws=dataclasses.replace(_aws(region, endpoint_url, profile), s3_endpoint_url=s3_endpoint_url),
         tables=_tables(table),
         export=export,
+        export_to=export_to,
+        export_time=when,
         follow=follow,
         segments=segments,
         workers=workers,
@@ -423,23 +442,58 @@ def migrate(
         raise typer.Exit(1)
 
 
-def _check_export(out: report.Reporter, export: str, url: str | None, *, segments: int | None) -> None:
-    """--export and what it cannot go with, refused before anything is read or written."""
-    from podyn_fast.dynamo.exports import ExportLocation  # noqa: PLC0415  (see the module docstring)
-    from podyn_fast.errors import ExportError  # noqa: PLC0415
+def _check_export(
+    out: report.Reporter,
+    export: str | None,
+    export_to: str | None,
+    url: str | None,
+    *,
+    segments: int | None,
+    tables: tuple[str, ...],
+) -> None:
+    """--export, --export-to and what they cannot go with, refused before anything is read or written."""
+    from podyn_fast.dynamo.exports import ExportLocation, ExportTarget  # noqa: PLC0415  (see the module docstring)
 
+    option = "--export" if export is not None else "--export-to"
     try:
-        ExportLocation.parse(export)
+        if export is not None:
+            ExportLocation.parse(export)
+        if export_to is not None:
+            ExportTarget.parse(export_to)
     except ExportError as e:
-        out.error(f"--export: {e}")
+        out.error(f"{option}: {e}")
         raise typer.Exit(2) from None
     for refused, why in (
+        (
+            export is not None and export_to is not None,
+            "and --export-to: give one (an export to load, or one to ask for)",
+        ),
         (url is None, "needs a PostgreSQL URL (the dry run reads by Scan)"),
         (segments is not None, "takes its segments from the export's data files: drop --segments"),
+        (export_to is not None and len(tables) != 1, "exports one table: name it with --table"),
     ):
         if refused:
-            out.error(f"--export {why}")
+            out.error(f"{option} {why}")
             raise typer.Exit(2)
+
+
+def _export_time(out: report.Reporter, text: str | None, export_to: str | None) -> float | None:
+    """--export-time as seconds since the epoch (UTC unless it names its zone), or exit 2."""
+    if text is None:
+        return None
+    if export_to is None:
+        out.error("--export-time goes with --export-to")
+        raise typer.Exit(2)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        out.error(f"--export-time: {text!r} is not an ISO 8601 time (like 2026-12-01T18:30:00Z)")
+        raise typer.Exit(2) from None
+    seconds = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    if seconds > time.time():
+        out.error(f"--export-time: {text} is in the future")
+        raise typer.Exit(2)
+    return seconds
 
 
 def _dry_run(out: report.Reporter, cfg: MigrateConfig) -> None:

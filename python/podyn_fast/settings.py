@@ -72,6 +72,10 @@ class MigrateConfig:
     """Distribute each table by its partition key, right after creating it (Citus)."""
     export: str | None = None
     """The export folder (s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID) to load instead of a Scan."""
+    export_to: str | None = None
+    """Ask DynamoDB for an export to this S3 location (s3://BUCKET[/PREFIX]), wait for it, load it."""
+    export_time: float | None = None
+    """The export's point in time (seconds since the epoch); None: now."""
     follow: bool = False
     """A follower captures the changes (``--follow``): its stream must hold all of them."""
 

@@ -21,9 +21,10 @@ from podyn_fast import state
 from tests import reference
 from tests.corpus import CORPUS
 from tests.fix_pg import committed_items
-from tests.moto_migrate import Migrator, assert_ok, assert_refused, create_table, put_items, source_items
+from tests.moto_migrate import PODYN, Migrator, assert_ok, assert_refused, create_table, put_items, source_items
 from tests.servers.exports import WrittenExport, write_export
 from tests.servers.scan import typical_item
+from tests.servers.streams import StreamsServer
 
 
 def _items(n: int) -> list[dict[str, Any]]:
@@ -171,3 +172,60 @@ def test_a_stream_that_cannot_hold_the_changes_since_the_export_is_refused(
     assert_refused(migrate(*_args(migrate, old, "--follow")), "a stream keeps 24")
     with psycopg.connect(migrate.dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass(%s)", [f"{migrate.target}.Orders"]).fetchone() == (None,)
+
+
+def _export_to(
+    dsn: str, server: StreamsServer, s3: Any, schemas: tuple[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    cmd = [PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", server.endpoint, "--region", "us-east-1"]
+    cmd += ["--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", "--table", "Shop"]
+    cmd += ["--export-to", f"s3://{s3.bucket}/snapshots", "--s3-endpoint-url", s3.meta.endpoint_url, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_export_to_asks_for_the_export_waits_and_loads_it(
+    pg_dsn: str, streams_server: StreamsServer, s3: Any, schemas: tuple[str, str]
+) -> None:
+    # Our DynamoDB test server answers ExportTableToPointInTime and DescribeExport as DynamoDB
+    # does and writes the export into moto's S3 after a while (moto writes no manifest).
+    server = streams_server
+    server.exports.s3, server.exports.delay = s3, 2.0
+    server.create_table("Shop", [("pk", "S"), ("sk", "N")], view_type="NEW_AND_OLD_IMAGES")
+    items = [json.loads(typical_item(i)) | {"pk": {"S": f"t{i}"}, "sk": {"N": str(i)}} for i in range(800)]
+    for item in items:
+        server.put("Shop", item)
+    refused = _export_to(pg_dsn, server, s3, schemas)
+    assert refused.returncode == 1 and "has no point-in-time recovery" in " ".join(refused.stderr.split())
+    assert "update-continuous-backups --table-name Shop" in " ".join(refused.stderr.split()), refused.stderr
+    server.exports.enable_pitr("Shop", since=time.time() - 3600)
+    done = _export_to(pg_dsn, server, s3, schemas)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "requested; waiting for DynamoDB to write it" in said and "export completed" in said, said
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        found = state.get_table(conn, schemas[1], "Shop")
+        assert (
+            found is not None and found.source is not None and found.source.startswith(f"s3://{s3.bucket}/snapshots/")
+        )
+        reference.check_table(conn, schemas[0], found.target_table, state.layout(conn, schemas[1], found), items)
+    # The same command again is the same export (its client token), with nothing loaded twice.
+    server.put("Shop", json.loads(typical_item(5)) | {"pk": {"S": "late"}, "sk": {"N": "0"}})
+    again = _export_to(pg_dsn, server, s3, schemas)
+    assert again.returncode == 0, again.stderr
+    assert len(server.exports.exports) == 1
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        reference.check_table(conn, schemas[0], found.target_table, state.layout(conn, schemas[1], found), items)
+
+
+def test_export_to_options_are_checked_before_anything_is_asked(
+    pg_dsn: str, streams_server: StreamsServer, s3: Any, schemas: tuple[str, str]
+) -> None:
+    for args, why in (
+        (["--export-time", "yesterday"], "is not an ISO 8601 time"),
+        (["--export-time", "2999-01-01T00:00:00Z"], "is in the future"),
+        (["--export", "s3://b/AWSDynamoDB/x"], "give one"),
+        (["--segments", "3"], "drop --segments"),
+    ):
+        done = _export_to(pg_dsn, streams_server, s3, schemas, *args)
+        assert done.returncode == 2 and why in " ".join(done.stderr.split()), (args, done.stderr)
+    assert streams_server.exports.exports == {}

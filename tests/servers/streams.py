@@ -64,6 +64,7 @@ from typing import Any, Final
 
 import orjson
 
+from tests.servers.exports import ExportService
 from tests.servers.protocol import (
     ACCOUNT,
     DYNAMO,
@@ -530,6 +531,8 @@ class StreamsServer(ServerBase[StreamsStats]):
         self._clock_offset = 0.0
         self._unprocessed_rate = 0.0
         self._fault_operations = _FAULT_OPERATIONS
+        self.exports = ExportService(region)
+        """Exports to S3: set ``exports.s3`` to a client of the S3 they go to."""
         self._hide_shard_ends = False
 
     # Clock -------------------------------------------------------------------------------------
@@ -974,6 +977,10 @@ class StreamsServer(ServerBase[StreamsStats]):
             DYNAMO_PREFIX + "Scan": self._scan,
             DYNAMO_PREFIX + "DescribeTable": self._describe_table,
             DYNAMO_PREFIX + "ListTables": self._list_tables,
+            DYNAMO_PREFIX + "ExportTableToPointInTime": self._export_table,
+            DYNAMO_PREFIX + "DescribeExport": self._describe_export,
+            DYNAMO_PREFIX + "ListExports": self._list_exports,
+            DYNAMO_PREFIX + "DescribeContinuousBackups": self._describe_backups,
             _STREAMS_PREFIX + "ListStreams": self._list_streams,
             _STREAMS_PREFIX + "DescribeStream": self._describe_stream,
             _STREAMS_PREFIX + "GetShardIterator": self._get_shard_iterator,
@@ -1187,6 +1194,28 @@ class StreamsServer(ServerBase[StreamsStats]):
             out["LatestStreamArn"] = table.streams[-1].arn
         out["DeletionProtectionEnabled"] = False
         return Reply(200, orjson.dumps({"Table": out}))
+
+    def _export_table(self, req: dict[str, Any]) -> Reply:
+        allowed = {"TableArn", "S3Bucket", "S3Prefix", "ExportTime", "ExportFormat", "ExportType", "ClientToken"}
+        check_params(req, "ExportTableToPointInTime", allowed)
+        arn = str(req.get("TableArn", ""))
+        table = self._requested(arn.rsplit("/", 1)[-1], f"Table not found: {arn}")
+        items = [orjson.loads(orjson.dumps(item)) for item in table.items.values()]
+        return Reply(200, orjson.dumps(self.exports.request(table.name, table.arn, req, items, table.key_schema[0][0])))
+
+    def _describe_export(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "DescribeExport", {"ExportArn"})
+        return Reply(200, orjson.dumps(self.exports.describe(str(req.get("ExportArn")))))
+
+    def _list_exports(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "ListExports", {"TableArn", "MaxResults", "NextToken"})
+        return Reply(200, orjson.dumps(self.exports.list(req.get("TableArn"))))
+
+    def _describe_backups(self, req: dict[str, Any]) -> Reply:
+        check_params(req, "DescribeContinuousBackups", {"TableName"})
+        name = table_name(req)
+        self._requested(name, f"Table not found: {name}")
+        return Reply(200, orjson.dumps(self.exports.describe_backups(name)))
 
     def _list_tables(self, req: dict[str, Any]) -> Reply:
         check_params(req, "ListTables", {"Limit", "ExclusiveStartTableName"})

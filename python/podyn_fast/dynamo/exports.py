@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -255,3 +256,67 @@ class ExportFileReader(PageReader):
         done += body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
         self._put(Page(body, layout, layout.encode_export_lines(body), None if last else position(done), lines=True))
         return done
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where ``--export-to`` asks DynamoDB to write an export: ``s3://BUCKET[/PREFIX]``."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> ExportTarget:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not url.startswith("s3://") or not bucket:
+            raise ExportError(f"{url!r} is not an S3 location: --export-to takes s3://BUCKET[/PREFIX]")
+        return cls(bucket, prefix.strip("/"))
+
+
+def request(dynamo: Any, table_arn: str, target: ExportTarget, export_time: float | None) -> str:
+    """Ask DynamoDB for a full export of ``table_arn`` (DYNAMODB_JSON) as of ``export_time`` (None:
+    now); returns its ARN. The same request again (a rerun of the same command, within the 8 hours
+    DynamoDB keeps a client token) is the same export, not a second one."""
+    token = hashlib.sha256(f"{table_arn}|{target.bucket}|{target.prefix}|{export_time}".encode()).hexdigest()[:36]
+    params: dict[str, Any] = {
+        "TableArn": table_arn,
+        "S3Bucket": target.bucket,
+        "ExportFormat": "DYNAMODB_JSON",
+        "ClientToken": token,
+    }
+    if target.prefix:
+        params["S3Prefix"] = target.prefix
+    if export_time is not None:
+        params["ExportTime"] = datetime.fromtimestamp(export_time, timezone.utc)
+    try:
+        return str(dynamo.client.export_table_to_point_in_time(**params)["ExportDescription"]["ExportArn"])
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        name = table_arn.rsplit("/", 1)[-1]
+        if code == "PointInTimeRecoveryUnavailableException":
+            raise ExportError(
+                f"table {name!r} has no point-in-time recovery, which an export needs: turn it on with "
+                f"`aws dynamodb update-continuous-backups --table-name {name} --point-in-time-recovery-specification "
+                f"PointInTimeRecoveryEnabled=true`, or load by Scan (without --export-to)"
+            ) from None
+        raise
+
+
+def wait(dynamo: Any, export_arn: str, on_status: Callable[[str, float], None]) -> ExportLocation:
+    """Until the export is written: its folder once COMPLETED; ExportError if it FAILED.
+    ``on_status(status, seconds since it was asked for)`` after every look."""
+    delay, started = 0.5, time.monotonic()
+    while True:
+        description = dynamo.client.describe_export(ExportArn=export_arn)["ExportDescription"]
+        status = str(description.get("ExportStatus"))
+        on_status(status, time.monotonic() - started)
+        if status == "COMPLETED":
+            manifest = str(description["ExportManifest"])
+            return ExportLocation(str(description["S3Bucket"]), manifest.rsplit("/", 1)[0].strip("/"))
+        if status == "FAILED":
+            raise ExportError(
+                f"the export {export_arn} failed: {description.get('FailureCode')}: {description.get('FailureMessage')}"
+            )
+        time.sleep(delay)
+        # Exports take minutes: look again less often, every 30 s at most.
+        delay = min(delay * 2, 30.0)

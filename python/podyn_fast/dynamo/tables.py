@@ -29,6 +29,7 @@ class SourceTable:
     on_demand: bool
     stream_arn: str | None
     """The stream that records the table's changes now, if one does."""
+    arn: str = ""
     export: Manifest | None = None
     """The export in S3 its rows are loaded from instead of a Scan (a segment per data file)."""
 
@@ -57,6 +58,7 @@ def source_table(description: dict[str, Any]) -> SourceTable:
         on_demand=billing == "PAY_PER_REQUEST",
         # A stream turned off keeps its ARN in LatestStreamArn, and records nothing.
         stream_arn=description.get("LatestStreamArn") if stream.get("StreamEnabled") else None,
+        arn=str(description.get("TableArn", "")),
     )
 
 

@@ -83,7 +83,7 @@ def run(
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo.of(cfg.aws)
-    export = _export(cfg, dynamo) if cfg.export else None
+    cfg, export = _snapshot(cfg, dynamo, console)
     names = [export.table_name] if export else list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
@@ -93,9 +93,7 @@ def run(
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
         if export is not None:
-            sources = [dataclasses.replace(sources[0], export=export, item_count=export.item_count)]
-            if cfg.follow:
-                _check_stream_covers(export, sources[0])
+            sources = [_from_export(cfg, sources[0], export)]
         tables = {src.name: plan(conn, cfg, src) for src in sources}
         if not cfg.load:
             return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
@@ -127,6 +125,38 @@ def run(
     finally:
         conn.close()
     return reports
+
+
+def _snapshot(cfg: MigrateConfig, dynamo: RawDynamo, console: Console) -> tuple[MigrateConfig, exports.Manifest | None]:
+    """The export to load instead of a Scan, if any (with ``--export-to``, asked for and waited for
+    first), and the settings that name it."""
+    if cfg.export_to:
+        cfg = dataclasses.replace(cfg, export=_requested_export(cfg, dynamo, console).url)
+    return cfg, _export(cfg, dynamo) if cfg.export else None
+
+
+def _from_export(cfg: MigrateConfig, source: SourceTable, export: exports.Manifest) -> SourceTable:
+    """``source`` loaded from ``export``: its rows, and (with --follow) a stream that covers the rest."""
+    if cfg.follow:
+        _check_stream_covers(export, source)
+    return dataclasses.replace(source, export=export, item_count=export.item_count)
+
+
+def _requested_export(cfg: MigrateConfig, dynamo: RawDynamo, console: Console) -> exports.ExportLocation:
+    """``--export-to``: ask for the export of the one table named, and wait until it is written."""
+    assert cfg.export_to is not None and len(cfg.tables) == 1
+    source = describe(dynamo, cfg.tables[0])
+    arn = exports.request(dynamo, source.arn, exports.ExportTarget.parse(cfg.export_to), cfg.export_time)
+    console.print(f"{source.name}: export {arn.rsplit('/', 1)[-1]} requested; waiting for DynamoDB to write it")
+    told: list[tuple[str, float]] = [("", 0.0)]
+
+    def said(status: str, seconds: float) -> None:
+        # A line when the status changes, and every few progress periods while it does not.
+        if status != told[-1][0] or seconds - told[-1][1] >= cfg.progress_every * 3:
+            console.print(f"{source.name}: export {status.lower().replace('_', ' ')} after {seconds:.0f} s")
+            told.append((status, seconds))
+
+    return exports.wait(dynamo, arn, said)
 
 
 def _export(cfg: MigrateConfig, dynamo: RawDynamo) -> exports.Manifest:
