@@ -60,7 +60,20 @@ def check(dsn: str, schema: str) -> tuple[int, int, str]:
     return int(row[0]), int(row[1]), str(row[2])
 
 
-def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, postmaster: int | None) -> dict[str, Any]:
+def run_once(
+    dsn: str,
+    endpoint: str,
+    workers: int,
+    segments: int | None,
+    run: int,
+    postmaster: int | None,
+    *,
+    extra: Sequence[str] = (),
+    source_pid: int | None = None,
+) -> dict[str, Any]:
+    """One `podyn-fast migrate` of the table, measured: ``extra`` arguments (``--export …``, then
+    no ``--segments``), and the source's CPU from ``source_pid`` (else this process's: the Scan
+    server runs in it)."""
     target, state_schema = f"bench_{run}", f"bench_{run}_state"
     with psycopg.connect(dsn, autocommit=True) as conn:
         for s in (target, state_schema):
@@ -79,8 +92,8 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
         TABLE,
         "--workers",
         str(workers),
-        "--segments",
-        str(segments),
+        *(["--segments", str(segments)] if segments is not None else []),
+        *extra,
         "--target-schema",
         target,
         "--state-schema",
@@ -90,7 +103,7 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     # This process runs the Scan server (and the RSS sampler): what the source costs the machine.
-    source_before = resource.getrusage(resource.RUSAGE_SELF)
+    source_before = _source_cpu(source_pid)
     pg_before = procs.cpu_seconds_with_reaped_children(postmaster) if postmaster else None
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -98,7 +111,7 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
         _, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    source_after = resource.getrusage(resource.RUSAGE_SELF)
+    source_after = _source_cpu(source_pid)
     if proc.returncode != 0:
         raise SystemExit(f"migrate failed ({proc.returncode}):\n{stderr}")
     # The backends' CPU reaches the postmaster's counters once they exit, with the connections.
@@ -116,8 +129,7 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
         "workers": workers,
         "seconds": seconds,
         "client_cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "source_cpu_seconds": (source_after.ru_utime - source_before.ru_utime)
-        + (source_after.ru_stime - source_before.ru_stime),
+        "source_cpu_seconds": source_after - source_before,
         "postgres_cpu_seconds": pg_after - pg_before if pg_before is not None and pg_after is not None else None,
         "peak_rss_process_mib": rss.largest_kib / 1024,
         "peak_rss_worker_mib": rss.children_peak_kib / 1024 if workers > 1 else None,
@@ -128,6 +140,13 @@ def run_once(dsn: str, endpoint: str, workers: int, segments: int, run: int, pos
         "balance_sum": str(row[2]),
         "command": " ".join(c if c != dsn else "<dsn>" for c in cmd),
     }
+
+
+def _source_cpu(pid: int | None) -> float:
+    if pid is not None:
+        return procs.cpu_seconds_with_reaped_children(pid) or 0.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: Sequence[str] | None = None) -> int:
