@@ -25,14 +25,12 @@ from typing import Any
 import boto3
 import botocore.config
 import orjson
-import psycopg
 
 from benches import baselines, machine
 from benches.datasets import scan_pages
 from benches.migrate import TABLE, check, expected_sum, run_once
 from podyn_fast import _core
 from podyn_fast.demo.emulator import LocalDynamo
-from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests.servers.exports import write_export
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
@@ -76,32 +74,35 @@ def _measure(args: argparse.Namespace, items: list[Any]) -> tuple[list[dict[str,
             s3, "bench", "exports", TABLE, items, partition_key="pk", files=args.files, empty_files=0
         )
         moto_pid = s3_server.process.pid if s3_server.process else None
-        pg = None
-        dsn = args.dsn
-        if not dsn:
-            pg = EmbeddedPostgres()
-            dsn = pg.start()
         try:
-            with psycopg.connect(dsn) as conn:
-                pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-            postmaster = pg.pid if pg else None
-            runs: list[dict[str, Any]] = []
-            export_args = ["--export", written.url, "--s3-endpoint-url", s3_endpoint]
-            for n, w in enumerate(args.workers.split(",")):
-                runs.append(run_once(dsn, endpoint, int(w), args.files, 2 * n, postmaster) | {"source": "Scan"})
-                run = run_once(
-                    dsn, endpoint, int(w), None, 2 * n + 1, postmaster, extra=export_args, source_pid=moto_pid
-                )
-                runs.append(run | {"source": "export"})
-            layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
-            ceiling = baselines.ceiling(dsn, "bench_ceiling", TABLE, layout, scan_pages(iter(items)), 1)
-            rows = check(dsn, "bench_ceiling")
+            with machine.postgres(args.dsn) as pg:
+                return _runs(args, items, endpoint, pg, written.url, s3_endpoint, moto_pid)
         finally:
             scan.stop()
             s3_server.stop()
-            if pg:
-                pg.stop()
-    return runs, ceiling, rows[0] == rows[1] == args.items, pg_version
+
+
+def _runs(
+    args: argparse.Namespace,
+    items: list[Any],
+    endpoint: str,
+    pg: machine.Postgres,
+    export_url: str,
+    s3_endpoint: str,
+    moto_pid: int | None,
+) -> tuple[list[dict[str, Any]], float, bool, str]:
+    """Scan and export runs, alternating, then the ceiling."""
+    dsn, postmaster = pg.dsn, pg.postmaster
+    runs: list[dict[str, Any]] = []
+    export_args = ["--export", export_url, "--s3-endpoint-url", s3_endpoint]
+    for n, w in enumerate(args.workers.split(",")):
+        runs.append(run_once(dsn, endpoint, int(w), args.files, 2 * n, postmaster) | {"source": "Scan"})
+        run = run_once(dsn, endpoint, int(w), None, 2 * n + 1, postmaster, extra=export_args, source_pid=moto_pid)
+        runs.append(run | {"source": "export"})
+    layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
+    ceiling = baselines.ceiling(dsn, "bench_ceiling", TABLE, layout, scan_pages(iter(items)), 1)
+    rows = check(dsn, "bench_ceiling")
+    return runs, ceiling, rows[0] == rows[1] == args.items, pg.version
 
 
 def _report(

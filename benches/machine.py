@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+import psycopg
+
+from podyn_fast.embedded.postgres import EmbeddedPostgres
 
 
 def describe(pg_version: str | None = None) -> dict[str, Any]:
@@ -26,3 +33,27 @@ def describe(pg_version: str | None = None) -> dict[str, Any]:
     if pg_version:
         info["postgresql"] = pg_version
     return info
+
+
+@dataclass(frozen=True)
+class Postgres:
+    dsn: str
+    version: str
+    postmaster: int | None
+    """The embedded server's postmaster (its CPU is PostgreSQL's), None for a server of the user's."""
+
+
+@contextmanager
+def postgres(dsn: str | None) -> Iterator[Postgres]:
+    """The server a benchmark loads into: ``dsn``'s, else an embedded one for the run."""
+    server = None
+    if not dsn:
+        server = EmbeddedPostgres()
+        dsn = server.start()
+    try:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        yield Postgres(dsn, str(row[0]) if row else "?", server.pid if server else None)
+    finally:
+        if server:
+            server.stop()

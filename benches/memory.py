@@ -18,11 +18,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
-
 from benches import machine
 from benches.migrate import TABLE, expected_sum, run_once
-from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 
@@ -40,22 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    pg = None
-    dsn = args.dsn
-    if not dsn:
-        pg = EmbeddedPostgres()
-        dsn = pg.start()
     runs = []
-    try:
-        with psycopg.connect(dsn) as conn:
-            pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    with machine.postgres(args.dsn) as pg:
+        pg_version = pg.version
         for n, items in enumerate(sizes):
             # One server per size: it caches every item's bytes, and only one table at a time.
             server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, typical_item, items)])
             endpoint = server.start()
             try:
                 server.warm(TABLE)
-                run = run_once(dsn, endpoint, args.workers, args.segments, n, pg.pid if pg else None)
+                run = run_once(pg.dsn, endpoint, args.workers, args.segments, n, pg.postmaster)
             finally:
                 server.stop()
             run["items"] = items
@@ -63,9 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run["balance_sum"]
             ) == expected_sum(items, typical_item)
             runs.append(run)
-    finally:
-        if pg:
-            pg.stop()
 
     lines = [
         f"machine: {machine.describe(pg_version)}",

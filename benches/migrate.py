@@ -29,7 +29,6 @@ from psycopg import sql
 from benches import baselines, machine, procs
 from benches.datasets import large_item, scan_pages, wide_item
 from podyn_fast import _core, state
-from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 TABLE = "bench"
@@ -176,24 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.warm(TABLE)
     source_bytes = server.table_size(TABLE)
     want_sum = expected_sum(args.items, generate)
-    pg = None
-    dsn = args.dsn
-    if not dsn:
-        pg = EmbeddedPostgres()
-        dsn = pg.start()
     try:
-        with psycopg.connect(dsn) as conn:
-            pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        postmaster = pg.pid if pg else None
-        runs = [
-            run_once(dsn, endpoint, int(w), args.segments, n, postmaster) for n, w in enumerate(args.workers.split(","))
-        ]
-        others = _baselines(dsn, endpoint, args, runs) if args.baselines else []
-        alone = baselines.server_alone(endpoint, TABLE, args.segments, threads=2)
+        with machine.postgres(args.dsn) as pg:
+            dsn, pg_version = pg.dsn, pg.version
+            runs = [
+                run_once(dsn, endpoint, int(w), args.segments, n, pg.postmaster)
+                for n, w in enumerate(args.workers.split(","))
+            ]
+            others = _baselines(dsn, endpoint, args, runs) if args.baselines else []
+            alone = baselines.server_alone(endpoint, TABLE, args.segments, threads=2)
     finally:
         server.stop()
-        if pg:
-            pg.stop()
 
     lines = [
         f"machine: {machine.describe(pg_version)}",
