@@ -139,12 +139,12 @@ class Loader:
         return self.result
 
     def _take_over(self, held: state.Claim, previous: str) -> None:
-        """``held`` was ``previous``'s, whose lease ran out: end its sessions, whose open
+        """``held`` was ``previous``'s, gone or out of lease: end its sessions, whose open
         transaction (rows of this very segment, uncommitted) would make these rows wait on it."""
         # An owner of an older version names no sessions of its own: its lease's expiry has to do.
         ended = connect.end_sessions(self.conn, session_name(previous)) if state.Owner.parse(previous) else 0
         log.warning(
-            "taking over %s segment %d from %s, whose lease ran out (%d session(s) of it ended)",
+            "taking over %s segment %d from %s, which is gone or whose lease ran out (%d session(s) of it ended)",
             held.table_name,
             held.segment,
             previous,
