@@ -517,3 +517,25 @@ def _phase(env: Env, table: str) -> str | None:
             return state.phase(conn, env.state, table)
         except psycopg.errors.UndefinedTable:
             return None
+
+
+def test_a_follower_started_only_after_the_load_catches_every_change(env: Env) -> None:
+    # `migrate` without --follow while the table is written and its shards split, then `follow`
+    # once the load is done: the stream held every change since the load began.
+    rng, server = random.Random(23), env.server
+    server.create_table("Late2", list(KEYS), view_type="NEW_AND_OLD_IMAGES", shards=2)
+    for key in range(3000):
+        server.put("Late2", _item(rng, key))
+    server.latency = 0.02
+    writes = threading.Thread(target=_changes, args=(server, "Late2", random.Random(24), 1500), kwargs={"splits": 1})
+    try:
+        with running(env._cmd("migrate", "--table", "Late2", "--segments", "8")) as load:
+            writes.start()
+            writes.join()
+            assert load.finish(timeout=120) == 0, load.stderr()
+    finally:
+        server.latency = 0.0
+    _changes(server, "Late2", rng, 500, splits=1)
+    done = env.follow()
+    assert done.returncode == 0, done.stderr
+    env.check("Late2")
