@@ -26,9 +26,13 @@ def setup_lock(conn: psycopg.Connection[Any]) -> None:
 
 
 def require_schema(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Raise NoState unless ``schema`` holds podyn-fast's state (for the commands that only read it)."""
+    """Raise NoState unless ``schema`` holds podyn-fast's state (for the commands that only read
+    it); a state schema an older version made gains the columns added since, which they read."""
     if conn.execute("SELECT to_regclass(%s)", [qualified(schema, "tables").as_string(conn)]).fetchone() == (None,):
         raise NoState(schema)
+    with conn.transaction():
+        setup_lock(conn)
+        _upgrade(conn, schema)
 
 
 def ensure_schema(conn: psycopg.Connection[Any], schema: str) -> None:
