@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 from typing import Any
 
 import botocore.exceptions
@@ -162,3 +163,22 @@ def test_progress_lines_when_not_on_a_terminal(migrate: Migrator, dynamodb: Any)
     assert all("MB/s" in x for x in lines)
     # No bar drawn into a pipe (the summary table below has rules, but no row of its draws one).
     assert not any("orders" in x and "━" in x for x in run.stderr.splitlines()), run
+
+
+def test_the_region_comes_from_aws_region_as_the_aws_sdks_read_it(migrate: Migrator, dynamodb: Any) -> None:
+    # Before: AWS_REGION was ignored (botocore reads AWS_DEFAULT_REGION only), and the error for a
+    # missing region told the user to set AWS_REGION while it was set.
+    create_table(dynamodb, "Orders", [("Id", "S")])
+    put_items(dynamodb, "Orders", [{"Id": {"S": f"o{i}"}} for i in range(5)])
+    argv = [a for a in migrate.command() if a not in ("--region", "us-east-1")]
+    base = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
+    for env, works in (({"AWS_REGION": "us-east-1"}, True), ({}, False)):
+        done = subprocess.run(
+            [*argv, "--table", "Orders"], capture_output=True, text=True, timeout=120, check=False, env=base | env
+        )
+        if works:
+            assert done.returncode == 0, done.stderr
+        else:
+            said = " ".join(done.stderr.split())
+            assert done.returncode == 1 and "no AWS region: pass --region, or set AWS_REGION" in said, said
+            assert "Traceback" not in said

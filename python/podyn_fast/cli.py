@@ -107,7 +107,10 @@ def _setup(postgres: str | None) -> tuple[report.Reporter, str]:
 
 
 def _aws(region: str | None, endpoint_url: str | None, profile: str | None) -> AwsConfig:
-    """Where DynamoDB is, with what the AWS tools' own environment says (or exit 2 on a bad value)."""
+    """Where DynamoDB is, with what the AWS tools' own environment says (or exit 2 on a bad value).
+    The region: --region, else ``AWS_REGION`` (what the AWS SDKs and Podyn's Java SDK read; botocore
+    reads only ``AWS_DEFAULT_REGION``), else botocore's own (``AWS_DEFAULT_REGION``, the profile)."""
+    region = region or os.environ.get("AWS_REGION", "").strip() or None
     attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
     if not attempts:
         return AwsConfig(region=region, endpoint_url=endpoint_url, profile=profile)

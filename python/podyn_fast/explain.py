@@ -39,7 +39,9 @@ def _message(e: BaseException, url: str | None) -> str:  # noqa: PLR0911  (one d
             "(--profile or AWS_PROFILE), or run where an instance role is available"
         )
     if isinstance(e, botocore.exceptions.NoRegionError):
-        return "no AWS region: pass --region, or set AWS_REGION (or a region in your AWS profile)"
+        return (
+            "no AWS region: pass --region, or set AWS_REGION or AWS_DEFAULT_REGION, or give your AWS profile a region"
+        )
     if isinstance(e, botocore.exceptions.InvalidRegionError):
         return f"{e}: pass a region such as us-east-1 with --region"
     if isinstance(e, botocore.exceptions.EndpointConnectionError):
