@@ -22,7 +22,7 @@ def fake_aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     """Fake credentials for every test, so no client in the suite can sign a request real AWS accepts."""
     missing = tmp_path_factory.mktemp("aws") / "none"
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
             patch.delenv(name, raising=False)
         patch.setenv("AWS_ACCESS_KEY_ID", FAKE_CREDENTIAL)
         patch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_CREDENTIAL)
