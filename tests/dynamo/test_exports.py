@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import tracemalloc
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from psycopg.rows import TupleRow
@@ -113,3 +115,21 @@ def test_manifests_that_cannot_be_loaded_are_refused(s3: Any) -> None:
     s3.put_object(Bucket=s3.bucket, Key=f"{location.root}/manifest-files.json", Body=listed.splitlines()[0])
     with pytest.raises(ExportError, match=r"the data files hold .* items, the summary says 10"):
         exports.read_manifest(s3, location)
+
+
+def test_a_file_that_inflates_a_hundredfold_is_read_in_bounded_memory(s3: Any, monkeypatch: Any) -> None:
+    # 30 MB of one line repeated gzips to a few hundred kB: inflated a whole read block at a time,
+    # the reader held tens of MB at once; it holds about a chunk now.
+    monkeypatch.setattr(exports, "CHUNK", 256 << 10)
+    line = orjson.dumps({"Item": json.loads(typical_item(1))}) + b"\n"
+    body = gzip.compress(line * (30_000_000 // len(line)), mtime=0)
+    assert len(body) < 1_000_000
+    s3.put_object(Bucket=s3.bucket, Key="big.json.gz", Body=body)
+    tracemalloc.start()
+    try:
+        total = sum(chunk.count(b"\n") for chunk in exports.lines(s3, s3.bucket, "big.json.gz"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 30_000_000 // len(line)
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while reading"

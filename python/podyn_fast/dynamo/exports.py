@@ -171,22 +171,25 @@ def lines(s3: Any, bucket: str, key: str, *, skip: int = 0) -> Iterator[bytes]:
     compressed = 0
     while block := body.read(_READ):
         compressed += len(block)
-        out = inflate.decompress(block)
-        # A file may hold several gzip members one after the other.
-        while inflate.eof and inflate.unused_data:
-            rest = inflate.unused_data
-            inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-            out += inflate.decompress(rest)
-        pending += out
-        while len(pending) >= CHUNK:
-            # The last whole line within CHUNK, or the one line that is longer.
-            cut = pending.rfind(b"\n", 0, CHUNK) + 1 or pending.find(b"\n", CHUNK) + 1
-            if not cut:
-                break
-            chunk, pending = pending[:cut], pending[cut:]
-            chunk, skip = _skip(chunk, skip)
-            if chunk:
-                yield chunk
+        data = block
+        while data:
+            # At most CHUNK bytes out of each step: JSON Lines compress well (repeated items far
+            # better still), and a whole block inflated at once could be a hundred times its size.
+            pending += inflate.decompress(data, CHUNK)
+            data = inflate.unconsumed_tail
+            if inflate.eof and inflate.unused_data:
+                # A file may hold several gzip members one after the other.
+                data = inflate.unused_data
+                inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+            while len(pending) >= CHUNK:
+                # The last whole line within CHUNK, or the one line that is longer.
+                cut = pending.rfind(b"\n", 0, CHUNK) + 1 or pending.find(b"\n", CHUNK) + 1
+                if not cut:
+                    break
+                chunk, pending = pending[:cut], pending[cut:]
+                chunk, skip = _skip(chunk, skip)
+                if chunk:
+                    yield chunk
     pending += inflate.flush()
     # An empty partition's file may be an empty gzip stream, or no bytes at all.
     if compressed and not inflate.eof:
