@@ -4,6 +4,7 @@ MD5s verified, and every item exact through the Rust core's export-line encoder.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import tracemalloc
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow
 
+from podyn_fast import _core
 from podyn_fast.dynamo import exports
 from podyn_fast.errors import ExportError
 from tests import reference
@@ -133,3 +135,27 @@ def test_a_file_that_inflates_a_hundredfold_is_read_in_bounded_memory(s3: Any, m
         tracemalloc.stop()
     assert total == 30_000_000 // len(line)
     assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while reading"
+
+
+def test_a_file_that_does_not_hold_its_manifests_item_count_never_ends(s3: Any) -> None:
+    # Its MD5 and gzip are sound, but the manifest counts one item more: the reader refuses the
+    # file's last page (the one that would mark it loaded) instead of calling it done.
+    items = [json.loads(typical_item(i)) for i in range(50)]
+    written = write_export(s3, s3.bucket, "c", "T", items, partition_key="pk", files=1, empty_files=0)
+    (data,) = exports.read_manifest(s3, exports.ExportLocation.parse(written.url)).files
+    layout = _core.Layout(
+        [("pk", "S"), ("sk", "N")], _core.key_columns([("pk", "S"), ("sk", "N")]), mode="jsonb", document="data"
+    )
+    for count, fails in ((data.item_count, False), (data.item_count + 1, True)):
+        claimed = dataclasses.replace(data, item_count=count)
+        reader = exports.ExportFileReader(s3, s3.bucket, claimed, start=None, layout=layout)
+        reader.start()
+        try:
+            if fails:
+                with pytest.raises(ExportError, match="holds 50 lines, the manifest says 51 items"):
+                    reader.next_page()
+            else:
+                page = reader.next_page()
+                assert page is not None and page.position is None and page.encoded.item_count == 50
+        finally:
+            reader.stop()

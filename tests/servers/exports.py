@@ -13,8 +13,8 @@ this instead. The layout under ``<prefix>/AWSDynamoDB/<ExportId>/`` (docs/dynamo
   ``billedSizeBytes``, ``itemCount``, ``outputFormat``.
 - ``manifest-files.checksum`` and ``manifest-summary.checksum``: the MD5 of each manifest, hex.
 
-Items are spread over the files by a hash of their partition key (as DynamoDB's partitions hold
-them), so a file holds its items in no key order.
+Items are spread over the files by a hash of their partition key, and each file holds its items
+in the order of that hash (as DynamoDB's partitions hold them), never in key order.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _partition(item: dict[str, Any], key: str, files: int) -> int:
-    return int.from_bytes(hashlib.md5(orjson.dumps(item[key])).digest()[:4], "big") % files  # noqa: S324
+def _key_hash(item: dict[str, Any], key: str) -> int:
+    """Where the item's partition key falls in the hashed keyspace."""
+    return int.from_bytes(hashlib.md5(orjson.dumps(item[key])).digest()[:8], "big")  # noqa: S324
 
 
 def write_export(
@@ -88,8 +89,11 @@ def write_export(
 
     per_file: list[list[bytes]] = [[] for _ in range(files)]
     if lines is None:
-        for item in items:
-            per_file[_partition(item, partition_key, files)].append(orjson.dumps({"Item": item}) + b"\n")
+        # A file holds a partition's items in the hash order of their partition keys, never in key
+        # order (items of one partition key stay together, in the order given).
+        hashed = sorted(((_key_hash(item, partition_key), item) for item in items), key=lambda pair: pair[0])
+        for h, item in hashed:
+            per_file[h % files].append(orjson.dumps({"Item": item}) + b"\n")
     else:
         for i, line in enumerate(lines):
             per_file[i % files].append(line)
