@@ -16,6 +16,7 @@ __all__ = [
     "COPY_HEADER",
     "COPY_TRAILER",
     "Encoded",
+    "ExportLines",
     "Layout",
     "Reject",
     "StreamBatch",
@@ -192,6 +193,18 @@ class Layout:
         Raises:
             BodyError: the text is not a JSON object.
         """
+
+@final
+class ExportLines:
+    """An export data file's lines (gzip JSON Lines; several gzip members allowed), inflated a
+    chunk at a time without the GIL, so memory stays bounded however well the file compresses."""
+
+    def __new__(cls, fd: int, *, skip: int = 0, chunk: int = ...) -> ExportLines:
+        """Read the gzip file open at ``fd`` (duplicated: the caller keeps its own) from its
+        current offset; the first ``skip`` lines are left out."""
+    def next_chunk(self) -> bytes | None:
+        """The next chunk of whole lines, about ``chunk`` bytes (a longer line whole); None once
+        every line is out. ``BodyError`` when the file is not whole gzip (cut short, damaged)."""
 
 def quote_ident(name: str) -> str:
     """Quote an identifier for SQL: always quoted, embedded quotes doubled.

@@ -12,18 +12,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from podyn_fast.errors import BodyChecksumError
 
-# What DynamoDB and DynamoDB Streams answer when asked too fast.
+# What DynamoDB, DynamoDB Streams and S3 (SlowDown, a 503) answer when asked too fast.
 THROTTLING = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "RequestLimitExceeded",
         "LimitExceededException",
+        "SlowDown",
     }
 )
 # How long a failing request is tried again before the error is reported: throttling passes when
@@ -31,8 +32,11 @@ THROTTLING = frozenset(
 THROTTLED_FOR = 600.0
 FAILING_FOR = 120.0
 
+# Failures of the network, whatever the call: refused, dropped or timed out connections, a body cut
+# short (IncompleteReadError: an S3 object's body that ended before its Content-Length).
+_NETWORK = (HTTPClientError, BotoConnectionError, IncompleteReadError, BodyChecksumError)
 # The failures of an AWS call that aws_failure judges.
-AWS_FAILURES = (ClientError, HTTPClientError, BotoConnectionError, BodyChecksumError)
+AWS_FAILURES = (ClientError, *_NETWORK)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def aws_failure(e: BaseException) -> Failure:
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         throttled = code in THROTTLING
         return Failure(throttled or status >= 500, throttled, code)
-    if isinstance(e, HTTPClientError | BotoConnectionError | BodyChecksumError):
+    if isinstance(e, _NETWORK):
         return Failure(True, False, type(e).__name__)
     return Failure(False, False, type(e).__name__)
 

@@ -13,6 +13,8 @@ pub enum CoreError {
     ServiceError { code: String, message: String },
     /// The table layout given by the caller is inconsistent.
     BadLayout(String),
+    /// An export data file is not whole gzip (cut short, damaged, or not gzip at all).
+    BadGzip { offset: usize, why: String },
 }
 
 impl fmt::Display for CoreError {
@@ -25,6 +27,7 @@ impl fmt::Display for CoreError {
                 write!(f, "DynamoDB returned an error instead of a result: {code}: {message}")
             }
             CoreError::BadLayout(why) => write!(f, "invalid table layout: {why}"),
+            CoreError::BadGzip { offset, why } => write!(f, "{why} (after {offset} inflated bytes)"),
         }
     }
 }

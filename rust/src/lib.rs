@@ -6,6 +6,7 @@
 mod base64;
 mod encoder;
 mod error;
+mod export;
 mod ident;
 mod json;
 mod layout;
@@ -17,6 +18,7 @@ mod types;
 
 pub use encoder::{Encoded, Encoder, Reject, ScanPage};
 pub use error::{CoreError, CoreResult, Reason};
+pub use export::ExportLines;
 pub use ident::fit;
 pub use layout::{key_columns, quoted, Column, Layout, Mode};
 pub use pgcopy::{HEADER, TRAILER};

@@ -1,5 +1,6 @@
-"""DynamoDB exports in S3: where one is, what its manifests say, and its data files streamed as
-whole lines for the Rust core (``Layout.encode_export_lines``).
+"""DynamoDB exports in S3: where one is, what its manifests say, and its data files, each copied
+into a local temporary file, checked against its MD5 and read as whole lines for the Rust core
+(``Layout.encode_export_lines``).
 
 An export's folder is ``s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID``: ``manifest-summary.json``
 names the table, the export time, the format and the item count; ``manifest-files.json`` lists
@@ -11,24 +12,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+import signal
+import tempfile
+import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from botocore.exceptions import ClientError
 
-from podyn_fast._core import Layout
+from podyn_fast import retry
+from podyn_fast._core import ExportLines, Layout
 from podyn_fast.codec import Page
 from podyn_fast.dynamo.scan import PageReader
-from podyn_fast.errors import ExportError
+from podyn_fast.errors import BodyError, ExportError, Interrupted
+
+log = logging.getLogger("podyn_fast")
 
 SUMMARY_VERSION = "2020-06-30"
 # Decompressed bytes handed to the encoder at a time (whole lines: a line may make it longer).
 CHUNK = 4 << 20
+# Bytes of a data file read from S3 at a time.
 _READ = 1 << 20
 
 
@@ -148,66 +156,80 @@ def read_manifest(s3: Any, location: ExportLocation) -> Manifest:
     )
 
 
-def verify(s3: Any, bucket: str, data: DataFile) -> None:
-    """Read the object once and check its MD5 against the manifest's: ExportError if it differs
-    (the file is damaged, or not the one the export wrote)."""
+def fetch(
+    s3: Any,
+    bucket: str,
+    data: DataFile,
+    into: IO[bytes],
+    *,
+    stopping: threading.Event | None = None,
+    alive: Callable[[], None] = lambda: None,
+) -> None:
+    """Copy the data file into ``into`` (a local temporary file) and check it against the
+    manifest's MD5: ExportError if it differs (the file is damaged, or not the one the export
+    wrote), so that nothing of a damaged file is ever loaded, and S3 is read once.
+
+    A read that fails (the network, a 5xx, SlowDown) is retried as every AWS call is, and taken up
+    where it stopped: a ranged GET of the same version (If-Match its ETag) for the bytes not read
+    yet. ``alive`` is called as bytes arrive; ``stopping`` set ends the copy (Interrupted)."""
+    url = f"s3://{bucket}/{data.key}"
+    stop = stopping or threading.Event()
     digest = hashlib.md5(usedforsecurity=False)
-    body = s3.get_object(Bucket=bucket, Key=data.key)["Body"]
-    while block := body.read(_READ):
-        digest.update(block)
+    got, size, etag = 0, None, None
+    backoff = retry.Backoff(0.5, 20.0)
+    while size is None or got < size:
+        rest: dict[str, str] = {}
+        if got:
+            rest["Range"] = f"bytes={got}-"
+            if etag:
+                rest["IfMatch"] = etag
+        try:
+            alive()
+            response = s3.get_object(Bucket=bucket, Key=data.key, **rest)
+            etag, size = response.get("ETag"), got + int(response["ContentLength"])
+            body = response["Body"]
+            while block := body.read(_READ):
+                digest.update(block)
+                into.write(block)
+                got += len(block)
+                alive()
+                backoff.reset()
+                if stop.is_set():
+                    raise Interrupted(signal.SIGINT)
+        except retry.AWS_FAILURES as e:
+            failure = retry.aws_failure(e)
+            if failure.why in ("NoSuchKey", "404"):
+                raise ExportError(f"{url} is gone: the export's data file was deleted or moved") from None
+            if not failure.transient or backoff.failing_for() > failure.give_up_after:
+                raise ExportError(f"{url}: reading it failed after {got:,} bytes: {e}") from None
+            delay = backoff.delay()
+            log.warning(
+                "%s: reading it failed after %s bytes (%s); taking it up again in %.1f s", url, f"{got:,}", e, delay
+            )
+            if stop.wait(delay):
+                raise Interrupted(signal.SIGINT) from None
+    into.flush()
     if digest.digest() != data.md5:
         raise ExportError(
-            f"s3://{bucket}/{data.key}: its MD5 is {digest.hexdigest()}, the manifest says {data.md5.hex()}: "
+            f"{url}: its MD5 is {digest.hexdigest()}, the manifest says {data.md5.hex()}: "
             f"the file is damaged; nothing of it is loaded"
         )
 
 
-def lines(s3: Any, bucket: str, key: str, *, skip: int = 0) -> Iterator[bytes]:
-    """The data file's decompressed lines, in chunks of whole lines (about CHUNK bytes), never
-    the whole file in memory; the first ``skip`` lines (loaded already) left out."""
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-    pending = b""
-    compressed = 0
-    while block := body.read(_READ):
-        compressed += len(block)
-        data = block
-        while data:
-            # At most CHUNK bytes out of each step: JSON Lines compress well (repeated items far
-            # better still), and a whole block inflated at once could be a hundred times its size.
-            pending += inflate.decompress(data, CHUNK)
-            data = inflate.unconsumed_tail
-            if inflate.eof and inflate.unused_data:
-                # A file may hold several gzip members one after the other.
-                data = inflate.unused_data
-                inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-            while len(pending) >= CHUNK:
-                # The last whole line within CHUNK, or the one line that is longer.
-                cut = pending.rfind(b"\n", 0, CHUNK) + 1 or pending.find(b"\n", CHUNK) + 1
-                if not cut:
-                    break
-                chunk, pending = pending[:cut], pending[cut:]
-                chunk, skip = _skip(chunk, skip)
-                if chunk:
-                    yield chunk
-    pending += inflate.flush()
-    # An empty partition's file may be an empty gzip stream, or no bytes at all.
-    if compressed and not inflate.eof:
-        raise ExportError(f"s3://{bucket}/{key} ends in the middle of its gzip stream: the file is cut short")
-    if pending:
-        pending, skip = _skip(pending, skip)
-        if pending:
-            yield pending
-
-
-def _skip(chunk: bytes, skip: int) -> tuple[bytes, int]:
-    """``chunk`` without its first ``skip`` lines, and how many are left to skip."""
-    at = 0
-    while skip and at < len(chunk):
-        end = chunk.find(b"\n", at)
-        at = len(chunk) if end < 0 else end + 1
-        skip -= 1
-    return chunk[at:], skip
+def lines(file: IO[bytes], url: str, *, skip: int = 0) -> Iterator[bytes]:
+    """The lines of a data file copied into ``file``, in chunks of whole lines (about CHUNK
+    bytes; inflated by the Rust core, a chunk at a time, never the whole file in memory); the
+    first ``skip`` lines (loaded already) left out."""
+    file.seek(0)  # the Rust core reads from the descriptor's offset, which this shares
+    reader = ExportLines(file.fileno(), skip=skip, chunk=CHUNK)
+    while True:
+        try:
+            chunk = reader.next_chunk()
+        except BodyError as e:
+            raise ExportError(f"{url}: {e}") from None
+        if chunk is None:
+            return
+        yield chunk
 
 
 def position(lines_loaded: int) -> bytes:
@@ -221,8 +243,9 @@ def lines_loaded(position: bytes | None) -> int:
 
 class ExportFileReader(PageReader):
     """Reads one data file of an export, from the line after those loaded already, in pages of
-    whole lines. A file read from its start is first checked against the manifest's MD5 (a read of
-    its own), so that nothing of a damaged file is ever loaded."""
+    whole lines. The file is first copied from S3 into a local temporary file and checked against
+    the manifest's MD5 (``fetch``), so that nothing of a damaged file is ever loaded; a file taken
+    up again after a stop is checked again, as it has to be inflated from its start anyway."""
 
     def __init__(
         self,
@@ -240,19 +263,23 @@ class ExportFileReader(PageReader):
 
     def read(self) -> None:
         done = self.skip
-        if done == 0:
-            self.alive()
-            verify(self.s3, self.bucket, self.data)
-        previous: bytes | None = None
-        for chunk in lines(self.s3, self.bucket, self.data.key, skip=done):
-            if self.stopping.is_set():
-                return
-            self.alive()
-            if previous is not None:
-                done = self._page(previous, done, last=False)
-            previous = chunk
+        # Deleted as soon as it is closed, or when this process ends however it ends.
+        with tempfile.TemporaryFile(prefix="podyn-export-") as local:
+            fetch(self.s3, self.bucket, self.data, local, stopping=self.stopping, alive=self.alive)
+            previous: bytes | None = None
+            for chunk in lines(local, self.url, skip=done):
+                if self.stopping.is_set():
+                    return
+                self.alive()
+                if previous is not None:
+                    done = self._page(previous, done, last=False)
+                previous = chunk
         # The last page (an empty one for an empty file) ends the file.
         self._page(previous or b"", done, last=True)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.data.key}"
 
     def _page(self, body: bytes, done: int, *, last: bool) -> int:
         layout = self.layout
@@ -260,7 +287,7 @@ class ExportFileReader(PageReader):
         if last and done != self.data.item_count:
             # Its end is not committed, so the file stays to do: the load does not call it loaded.
             raise ExportError(
-                f"s3://{self.bucket}/{self.data.key} holds {done:,} lines, the manifest says {self.data.item_count:,} "
+                f"{self.url} holds {done:,} lines, the manifest says {self.data.item_count:,} "
                 f"items: this is not the file the export wrote; its last page is not loaded"
             )
         self._put(Page(body, layout, layout.encode_export_lines(body), None if last else position(done), lines=True))

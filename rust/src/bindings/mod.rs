@@ -3,11 +3,15 @@
 //! Calls that read bodies release the GIL for the whole body and build Python objects only for
 //! the results (one `bytes` of rows per call, never one object per item).
 
+use std::fs::File;
+use std::os::fd::BorrowedFd;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::encoder::{Encoded, Encoder};
 use crate::error::CoreError;
+use crate::export::ExportLines;
 use crate::ident;
 use crate::layout::{self, Column, Layout, Mode};
 use crate::pgcopy;
@@ -20,7 +24,7 @@ pyo3::import_exception!(podyn_fast.errors, LayoutError);
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
         match e {
-            CoreError::BadBody { .. } => BodyError::new_err(e.to_string()),
+            CoreError::BadBody { .. } | CoreError::BadGzip { .. } => BodyError::new_err(e.to_string()),
             CoreError::ServiceError { code, message } => DynamoServiceError::new_err((code, message)),
             CoreError::BadLayout(_) => LayoutError::new_err(e.to_string()),
         }
@@ -298,6 +302,28 @@ impl PyStreamBatch {
     }
 }
 
+/// An export data file's lines, inflated a chunk at a time without the GIL.
+#[pyclass(name = "ExportLines", module = "podyn_fast._core")]
+pub struct PyExportLines {
+    inner: ExportLines<File>,
+}
+
+#[pymethods]
+impl PyExportLines {
+    #[new]
+    #[pyo3(signature = (fd, *, skip = 0, chunk = 4 << 20))]
+    fn new(fd: i32, skip: u64, chunk: usize) -> PyResult<Self> {
+        // SAFETY: the descriptor is only borrowed to be duplicated at once; a closed one fails.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        Ok(PyExportLines { inner: ExportLines::new(File::from(owned), skip, chunk) })
+    }
+
+    fn next_chunk<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let chunk = py.detach(|| self.inner.next_chunk())?;
+        Ok(chunk.map(|c| PyBytes::new(py, &c)))
+    }
+}
+
 /// Quote an identifier (always quoted, quotes doubled).
 #[pyfunction]
 fn quote_ident(name: &str) -> PyResult<String> {
@@ -339,6 +365,7 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEncoded>()?;
     m.add_class::<PyReject>()?;
     m.add_class::<PyStreamBatch>()?;
+    m.add_class::<PyExportLines>()?;
     m.add_function(wrap_pyfunction!(quote_ident, m)?)?;
     m.add_function(wrap_pyfunction!(fit_ident, m)?)?;
     m.add_function(wrap_pyfunction!(column_type, m)?)?;
