@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from podyn_fast import _core
+from podyn_fast.embedded.postgres import find_bindir
 from tests import reference
 from tests.fix_dynamo import REGION
 from tests.fix_pg import CITUS_DSN
@@ -433,3 +434,47 @@ def expect_indexes(
         tuple(column_of(layout, a, _core.column_type(t) or "") for a, t in attrs) for attrs in indexes.values()
     )
     assert sorted(ix.columns for ix in mine if not ix.primary) == wanted, (table, mine)
+
+
+def run_psql(dsn: str, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by psql as a user would, stopping at the first error."""
+    return subprocess.run(
+        [str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def table_columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[tuple[str, str]]:
+    return [
+        (str(name), str(ty))
+        for name, ty in conn.execute(
+            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c"
+            " JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', table_schema, table_name)::regclass"
+            " AND a.attname = c.column_name"
+            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            [schema, table],
+        ).fetchall()
+    ]
+
+
+def table_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    # Every column's text, in a canonical order: identical tables give identical lists.
+    return sorted(
+        str(r[0])
+        for r in conn.execute(
+            sql.SQL("SELECT to_jsonb(t)::text FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
+        ).fetchall()
+    )
+
+
+def table_indexes(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, str]]:
+    return sorted(
+        (str(name), str(definition).replace(f'"{schema}".', "").replace(f"{schema}.", ""))
+        for name, definition in conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", [schema]
+        ).fetchall()
+    )

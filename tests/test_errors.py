@@ -160,7 +160,7 @@ def test_progress_lines_when_not_on_a_terminal(migrate: Migrator, dynamodb: Any)
     assert_ok(run)
     lines = [x for x in run.stderr.splitlines() if x.startswith("orders: ") and " items" in x]
     assert lines, run
-    assert all("MB/s" in x for x in lines)
+    assert all("MB/s" in x and " of 8 segments, " in x for x in lines), lines
     # No bar drawn into a pipe (the summary table below has rules, but no row of its draws one).
     assert not any("orders" in x and "━" in x for x in run.stderr.splitlines()), run
 

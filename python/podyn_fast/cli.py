@@ -369,7 +369,7 @@ def migrate(
         out.error("--follow needs a PostgreSQL URL: pass --postgres-url or set PODYN_POSTGRES_URL")
         raise typer.Exit(2)
     if export is not None or export_to is not None:
-        _check_export(out, export, export_to, url, segments=segments, tables=_tables(table))
+        _check_export(out, export, export_to, url, segments=segments, tables=_tables(table), load=load)
     when = _export_time(out, export_time, export_to)
     if pg_connections is not None:
         workers = min(workers, pg_connections)
@@ -453,6 +453,7 @@ def _check_export(
     *,
     segments: int | None,
     tables: tuple[str, ...],
+    load: bool,
 ) -> None:
     """--export, --export-to and what they cannot go with, refused before anything is read or written."""
     from podyn_fast.dynamo.exports import ExportLocation, ExportTarget  # noqa: PLC0415  (see the module docstring)
@@ -471,7 +472,11 @@ def _check_export(
             export is not None and export_to is not None,
             "and --export-to: give one (an export to load, or one to ask for)",
         ),
-        (url is None, "needs a PostgreSQL URL (the dry run reads by Scan)"),
+        (
+            export_to is not None and url is None,
+            "needs a PostgreSQL URL: a dry run asks DynamoDB for no export (--export prints one that exists)",
+        ),
+        (export_to is not None and not load, "asks for an export to load, and -s alone loads nothing: drop it"),
         (segments is not None, "takes its segments from the export's data files: drop --segments"),
         (export_to is not None and len(tables) != 1, "exports one table: name it with --table"),
     ):

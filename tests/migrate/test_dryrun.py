@@ -4,58 +4,22 @@ the same tables as a direct migrate (columns, types, indexes, every row)."""
 from __future__ import annotations
 
 import random
-import subprocess
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow
 
-from podyn_fast.embedded.postgres import find_bindir
-from tests.moto_migrate import Migrator, assert_ok, create_table, every_type, put_items
-
-
-def _psql(dsn: str, script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[tuple[str, str]]:
-    return [
-        (str(name), str(ty))
-        for name, ty in conn.execute(
-            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c"
-            " JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', table_schema, table_name)::regclass"
-            " AND a.attname = c.column_name"
-            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            [schema, table],
-        ).fetchall()
-    ]
-
-
-def _rows(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
-    # Every column's text, in a canonical order: identical tables give identical lists.
-    return sorted(
-        str(r[0])
-        for r in conn.execute(
-            sql.SQL("SELECT to_jsonb(t)::text FROM {}.{} t").format(sql.Identifier(schema), sql.Identifier(table))
-        ).fetchall()
-    )
-
-
-def _indexes(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, str]]:
-    return sorted(
-        (str(name), str(definition).replace(f'"{schema}".', "").replace(f"{schema}.", ""))
-        for name, definition in conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s", [schema]
-        ).fetchall()
-    )
+from tests.moto_migrate import (
+    Migrator,
+    assert_ok,
+    create_table,
+    every_type,
+    put_items,
+    run_psql,
+    table_columns,
+    table_indexes,
+    table_rows,
+)
 
 
 def test_dry_run_script_loads_the_same_tables(
@@ -90,7 +54,7 @@ def test_dry_run_script_loads_the_same_tables(
     assert "dry run" in printed.err, printed
     assert printed.stdout.count("\\.\n") >= 2, printed
     assert "COPY" in printed.stdout and "CREATE INDEX" in printed.stdout
-    loaded = _psql(pg_dsn, printed.stdout)
+    loaded = run_psql(pg_dsn, printed.stdout)
     assert loaded.returncode == 0, loaded.stderr
     # Nothing of podyn-fast's state: the script creates the tables and nothing else.
     assert pg.execute("SELECT to_regnamespace(%s)", [migrate.state]).fetchone() == (None,)
@@ -98,12 +62,12 @@ def test_dry_run_script_loads_the_same_tables(
     # One segment and one worker: columns are created in the same order as the dry run's.
     assert_ok(migrate("--segments", "1", "--workers", "1"))
     for table, count in (("events", len(events)), ("blobs", len(blobs))):
-        assert _columns(pg, dry, table) == _columns(pg, migrate.target, table), table
-        direct = _rows(pg, migrate.target, table)
+        assert table_columns(pg, dry, table) == table_columns(pg, migrate.target, table), table
+        direct = table_rows(pg, migrate.target, table)
         assert len(direct) == count
-        assert _rows(pg, dry, table) == direct, table
-    assert _indexes(pg, dry) == _indexes(pg, migrate.target)
-    assert len(_indexes(pg, dry)) == 4  # two primary keys, an LSI and a GSI
+        assert table_rows(pg, dry, table) == direct, table
+    assert table_indexes(pg, dry) == table_indexes(pg, migrate.target)
+    assert len(table_indexes(pg, dry)) == 4  # two primary keys, an LSI and a GSI
 
 
 def test_dry_run_jsonb_mode_and_rejects(
@@ -120,13 +84,17 @@ def test_dry_run_jsonb_mode_and_rejects(
     assert printed.returncode == 1, printed
     assert '"bad"' in printed.err and "U+0000" in printed.err, printed
     assert "30 items" in printed.err
-    loaded = _psql(pg_dsn, printed.stdout)
+    loaded = run_psql(pg_dsn, printed.stdout)
     assert loaded.returncode == 0, loaded.stderr
     direct = migrate("-m", "jsonb", "--segments", "1", "--workers", "1")
     assert direct.returncode == 1  # the same reject
-    assert _columns(pg, dry, "docs") == _columns(pg, migrate.target, "docs") == [("pk", "text"), ("data", "jsonb")]
-    assert _rows(pg, dry, "docs") == _rows(pg, migrate.target, "docs")
-    assert len(_rows(pg, dry, "docs")) == 30
+    assert (
+        table_columns(pg, dry, "docs")
+        == table_columns(pg, migrate.target, "docs")
+        == [("pk", "text"), ("data", "jsonb")]
+    )
+    assert table_rows(pg, dry, "docs") == table_rows(pg, migrate.target, "docs")
+    assert len(table_rows(pg, dry, "docs")) == 30
 
 
 def test_follow_needs_a_url(migrate: Migrator) -> None:

@@ -16,12 +16,24 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from podyn_fast import state
 from tests import reference
 from tests.corpus import CORPUS
 from tests.fix_pg import committed_items
-from tests.moto_migrate import PODYN, Migrator, assert_ok, assert_refused, create_table, put_items, source_items
+from tests.moto_migrate import (
+    PODYN,
+    Migrator,
+    assert_ok,
+    assert_refused,
+    create_table,
+    put_items,
+    run_psql,
+    source_items,
+    table_columns,
+    table_rows,
+)
 from tests.servers.exports import WrittenExport, write_export
 from tests.servers.scan import typical_item
 from tests.servers.streams import StreamsServer
@@ -55,9 +67,12 @@ def _check(migrate: Migrator, items: list[dict[str, Any]]) -> None:
 def test_an_export_loads_exactly(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
     items = _items(4000)
     written = _export(s3, dynamodb, items, files=5)
-    done = migrate(*_args(migrate, written, "--workers", "2"))
+    done = migrate(*_args(migrate, written, "--workers", "2", "--progress", "--progress-every", "0.05"))
     assert_ok(done)
     _check(migrate, items)
+    # Progress in the export's terms: its data files, and the items its manifest counts.
+    said = [x for x in done.stderr.splitlines() if x.startswith("Orders: ") and " items" in x]
+    assert said and all(f"of ~{len(items):,} items" in x and " of 6 files, " in x for x in said), done.stderr
     with psycopg.connect(migrate.dsn, autocommit=True) as conn:
         p = state.progress(conn, migrate.state, "Orders")
     assert (p.total_segments, p.segments_done, p.items) == (6, 6, len(items))  # 5 files and an empty one
@@ -126,6 +141,24 @@ def test_what_does_not_fit_the_export_is_refused_before_anything_is_written(
     assert_refused(migrate(*_args(migrate, written)), "was first migrated with its snapshot from='a Scan'")
 
 
+def test_the_dry_run_of_an_export_prints_what_migrate_loads(
+    migrate: Migrator, dynamodb: Any, s3: Any, pg: psycopg.Connection[TupleRow], pg_dsn: str
+) -> None:
+    # Before: --export without a PostgreSQL URL was refused ("the dry run reads by Scan").
+    items = _items(2000)
+    written = _export(s3, dynamodb, items, files=3)
+    dry = migrate.schema("dry")
+    printed = migrate(*_args(migrate, written, "--workers", "1"), no_url=True, target=dry)
+    assert_ok(printed)
+    assert printed.stdout.count("\\.\n") >= 3, printed  # a COPY block per data file at least
+    loaded = run_psql(pg_dsn, printed.stdout)
+    assert loaded.returncode == 0, loaded.stderr
+    assert_ok(migrate(*_args(migrate, written, "--workers", "1")))
+    _check(migrate, items)
+    assert table_columns(pg, dry, "Orders") == table_columns(pg, migrate.target, "Orders")
+    assert table_rows(pg, dry, "Orders") == table_rows(pg, migrate.target, "Orders")
+
+
 def _streamed_table(dynamodb: Any, items: list[dict[str, Any]]) -> float:
     """The table with its stream on, holding ``items``; returns when the stream was enabled."""
     create_table(dynamodb, "Orders", reference.KEYS)
@@ -175,12 +208,15 @@ def test_a_stream_that_cannot_hold_the_changes_since_the_export_is_refused(
 
 
 def _export_to(
-    dsn: str, server: StreamsServer, s3: Any, schemas: tuple[str, str], *args: str
+    dsn: str | None, server: StreamsServer, s3: Any, schemas: tuple[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [PODYN, "migrate", "--postgres-url", dsn, "--endpoint-url", server.endpoint, "--region", "us-east-1"]
+    cmd = [PODYN, "migrate", *(["--postgres-url", dsn] if dsn else []), "--endpoint-url", server.endpoint]
+    cmd += ["--region", "us-east-1"]
     cmd += ["--target-schema", schemas[0], "--state-schema", schemas[1], "--no-progress", "--table", "Shop"]
     cmd += ["--export-to", f"s3://{s3.bucket}/snapshots", "--s3-endpoint-url", s3.meta.endpoint_url, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    # Only the URL given here: none from a developer's environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("PODYN_POSTGRES_URL", "DATABASE_URL")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False, env=env)
 
 
 def test_export_to_asks_for_the_export_waits_and_loads_it(
@@ -220,12 +256,14 @@ def test_export_to_asks_for_the_export_waits_and_loads_it(
 def test_export_to_options_are_checked_before_anything_is_asked(
     pg_dsn: str, streams_server: StreamsServer, s3: Any, schemas: tuple[str, str]
 ) -> None:
-    for args, why in (
-        (["--export-time", "yesterday"], "is not an ISO 8601 time"),
-        (["--export-time", "2999-01-01T00:00:00Z"], "is in the future"),
-        (["--export", "s3://b/AWSDynamoDB/x"], "give one"),
-        (["--segments", "3"], "drop --segments"),
+    for url, args, why in (
+        (pg_dsn, ["--export-time", "yesterday"], "is not an ISO 8601 time"),
+        (pg_dsn, ["--export-time", "2999-01-01T00:00:00Z"], "is in the future"),
+        (pg_dsn, ["--export", "s3://b/AWSDynamoDB/x"], "give one"),
+        (pg_dsn, ["--segments", "3"], "drop --segments"),
+        (pg_dsn, ["-s"], "-s alone loads nothing"),
+        (None, [], "a dry run asks DynamoDB for no export"),
     ):
-        done = _export_to(pg_dsn, streams_server, s3, schemas, *args)
+        done = _export_to(url, streams_server, s3, schemas, *args)
         assert done.returncode == 2 and why in " ".join(done.stderr.split()), (args, done.stderr)
     assert streams_server.exports.exports == {}

@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -23,19 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from podyn_fast import state
-from podyn_fast.dynamo import exports
-from podyn_fast.dynamo.client import RawDynamo, s3_client
+from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
-from podyn_fast.follow.follower import RETENTION_MARGIN, STREAM_RETENTION
+from podyn_fast.migrate import snapshot
 from podyn_fast.migrate.plan import finish, plan
 from podyn_fast.migrate.worker import STOP, init_process, w_load
 from podyn_fast.postgres import connect
 from podyn_fast.settings import MigrateConfig
 
 log = logging.getLogger("podyn_fast")
-# An export holds every write made a minute before its time and none made a minute after it.
-EXPORT_FUZZ = 60.0
 APPLICATION = "podyn-fast migrate"
 
 
@@ -83,7 +79,7 @@ def run(
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
     dynamo = RawDynamo.of(cfg.aws)
-    cfg, export = _snapshot(cfg, dynamo, console)
+    cfg, export = snapshot.resolve(cfg, dynamo, console)
     names = [export.table_name] if export else list(cfg.tables) or list_tables(dynamo)
     if not names:
         raise MigrateError("no DynamoDB tables to migrate (ListTables returned none)")
@@ -93,20 +89,20 @@ def run(
         # Every table is described before any is created: a missing one stops the run untouched.
         sources = [describe(dynamo, name) for name in names]
         if export is not None:
-            sources = [_from_export(cfg, sources[0], export)]
+            sources = [snapshot.from_export(cfg, sources[0], export)]
         tables = {src.name: plan(conn, cfg, src) for src in sources}
         if not cfg.load:
             return [_report(conn, cfg, name, 0, 0.0, loaded=t.phase != "loading") for name, t in tables.items()]
         for src in sources:
             if tables[src.name].phase == "loading":
                 # From here on, every change must reach the follower: the stream that records them.
-                since = src.export.export_time - EXPORT_FUZZ if src.export else None
+                since = src.export.export_time - snapshot.EXPORT_FUZZ if src.export else None
                 state.mark_load_start(conn, cfg.state_schema, src.name, src.stream_arn, at=since)
         if on_planned is not None:
             on_planned(list(tables))
         before = {name: state.progress(conn, cfg.state_schema, name).items for name in tables}
         started = time.monotonic()
-        todo = {src.name: src.item_count for src in sources if tables[src.name].phase == "loading"}
+        todo = {src.name: _Planned.of(src) for src in sources if tables[src.name].phase == "loading"}
         while todo:
             _load(cfg, todo, console, failed)
             # Idle through the load: PostgreSQL may have restarted meanwhile (the workers rode it out).
@@ -125,76 +121,6 @@ def run(
     finally:
         conn.close()
     return reports
-
-
-def _snapshot(cfg: MigrateConfig, dynamo: RawDynamo, console: Console) -> tuple[MigrateConfig, exports.Manifest | None]:
-    """The export to load instead of a Scan, if any (with ``--export-to``, asked for and waited for
-    first), and the settings that name it."""
-    if cfg.export_to:
-        cfg = dataclasses.replace(cfg, export=_requested_export(cfg, dynamo, console).url)
-    return cfg, _export(cfg, dynamo) if cfg.export else None
-
-
-def _from_export(cfg: MigrateConfig, source: SourceTable, export: exports.Manifest) -> SourceTable:
-    """``source`` loaded from ``export``: its rows, and (with --follow) a stream that covers the rest."""
-    if cfg.follow:
-        _check_stream_covers(export, source)
-    return dataclasses.replace(source, export=export, item_count=export.item_count)
-
-
-def _requested_export(cfg: MigrateConfig, dynamo: RawDynamo, console: Console) -> exports.ExportLocation:
-    """``--export-to``: ask for the export of the one table named, and wait until it is written."""
-    assert cfg.export_to is not None and len(cfg.tables) == 1
-    source = describe(dynamo, cfg.tables[0])
-    arn = exports.request(dynamo, source.arn, exports.ExportTarget.parse(cfg.export_to), cfg.export_time)
-    console.print(f"{source.name}: export {arn.rsplit('/', 1)[-1]} requested; waiting for DynamoDB to write it")
-    told: list[tuple[str, float]] = [("", 0.0)]
-
-    def said(status: str, seconds: float) -> None:
-        # A line when the status changes, and every few progress periods while it does not.
-        if status != told[-1][0] or seconds - told[-1][1] >= cfg.progress_every * 3:
-            console.print(f"{source.name}: export {status.lower().replace('_', ' ')} after {seconds:.0f} s")
-            told.append((status, seconds))
-
-    return exports.wait(dynamo, arn, said)
-
-
-def _export(cfg: MigrateConfig, dynamo: RawDynamo) -> exports.Manifest:
-    """The export to load, checked against the command line before anything is written."""
-    assert cfg.export is not None
-    manifest = exports.read_manifest(s3_client(cfg.aws), exports.ExportLocation.parse(cfg.export))
-    name, region = manifest.table_name, dynamo.client.meta.region_name
-    if cfg.tables and list(cfg.tables) != [name]:
-        raise MigrateError(f"{cfg.export} is an export of table {name!r}, not of {', '.join(cfg.tables)}: drop --table")
-    if manifest.region != region:
-        raise MigrateError(
-            f"{cfg.export} is an export of {name!r} in region {manifest.region}; this run is in {region}: "
-            f"pass --region {manifest.region}"
-        )
-    return manifest
-
-
-def _check_stream_covers(export: exports.Manifest, source: SourceTable) -> None:
-    """The table's stream must hold every change the export may lack: from a minute before the
-    export time (writes in the minute around it may or may not be in it) until now."""
-    name, since = source.name, export.export_time - EXPORT_FUZZ
-    if source.stream_arn is None:
-        raise MigrateError(f"--follow: table {name!r} has no stream to follow; enable one (NEW_AND_OLD_IMAGES)")
-    label = source.stream_arn.rsplit("/", 1)[-1]
-    try:
-        created = datetime.fromisoformat(label).replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        raise MigrateError(f"--follow: cannot tell when the stream {source.stream_arn} was enabled") from None
-    if time.time() - since > STREAM_RETENTION - RETENTION_MARGIN:
-        raise MigrateError(
-            f"--follow: the export of {name!r} is {(time.time() - export.export_time) / 3600:.1f} hours old and a "
-            f"stream keeps 24: the changes since it may be gone; export the table again and load that"
-        )
-    if created > since:
-        raise MigrateError(
-            f"--follow: the stream of {name!r} was enabled at {label}, after the export's time less a minute: the "
-            f"changes in between are in neither; export the table again, or migrate it by Scan with --follow"
-        )
 
 
 def _wait_for_others(conn: psycopg.Connection[Any], cfg: MigrateConfig, tables: list[str], console: Console) -> bool:
@@ -221,11 +147,25 @@ def _report(
     return TableReport(name, p.items, p.items - before, p.rejects, p.bytes, seconds, loaded)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """What the progress of a table being loaded is measured against."""
+
+    items: int
+    """The item count DescribeTable (refreshed every ~6 hours) or the export's manifest gives."""
+    unit: str
+    """What its segments are: "segments" of a Scan, data "files" of an export."""
+
+    @classmethod
+    def of(cls, source: SourceTable) -> _Planned:
+        return cls(source.item_count, "files" if source.export else "segments")
+
+
 def _load(
-    cfg: MigrateConfig, estimates: dict[str, int], console: Console, failed: Callable[[], BaseException | None]
+    cfg: MigrateConfig, planned: dict[str, _Planned], console: Console, failed: Callable[[], BaseException | None]
 ) -> None:
     workers = max(1, cfg.workers)
-    console.print(f"loading {len(estimates)} table(s) with {workers} worker(s), one PostgreSQL connection each")
+    console.print(f"loading {len(planned)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     signalled: list[int] = []
 
     def failed_or_signalled() -> BaseException | None:
@@ -237,8 +177,8 @@ def _load(
     # locks) could leave the pool unable to shut down.
     previous = {sig: signal.signal(sig, lambda signum, _: signalled.append(signum)) for sig in _STOPPING}
     try:
-        futures = [pool.submit(w_load, cfg, list(estimates)) for _ in range(workers)]
-        _watch(cfg, estimates, futures, console, failed_or_signalled)
+        futures = [pool.submit(w_load, cfg, list(planned)) for _ in range(workers)]
+        _watch(cfg, planned, futures, console, failed_or_signalled)
     except BaseException:  # a signal, or this process failing: the workers stop too
         _stop_workers(pool)
         raise
@@ -294,13 +234,14 @@ class _ProgressReader:
 
 def _watch(
     cfg: MigrateConfig,
-    estimates: dict[str, int],
+    planned: dict[str, _Planned],
     futures: list[Future[Any]],
     console: Console,
     failed: Callable[[], BaseException | None],
 ) -> None:
     """Show committed progress per table until the workers are done (read from the state schema,
-    so it counts the work of every host). Totals start from DescribeTable's ItemCount.
+    so it counts the work of every host): items, segments (an export's data files) done, MB and
+    rate. Totals start from DescribeTable's ItemCount, or the export manifest's.
 
     Bars on a terminal; elsewhere (a pipe, a log file) a plain line per table every
     ``progress_every`` seconds, and with JSON logs a progress record instead.
@@ -313,7 +254,7 @@ def _watch(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
+            TextColumn("{task.fields[units]}  {task.fields[mb]:.1f} MB  {task.fields[rate]:.1f} MB/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -321,27 +262,27 @@ def _watch(
             transient=False,
         ) as bar,
     ):
-        tasks = {n: bar.add_task(n, total=estimate or None, mb=0.0, rate=0.0) for n, estimate in estimates.items()}
-        first = {n: p.bytes for n, p in reader.read(estimates).items()}
+        tasks = {n: bar.add_task(n, total=e.items or None, units="", mb=0.0, rate=0.0) for n, e in planned.items()}
+        first = {n: p.bytes for n, p in reader.read(planned).items()}
         started = last_line = time.monotonic()
         while True:
             if (error := failed()) is not None:
                 raise error
             finished = all(f.done() for f in futures)
             line_due = time.monotonic() - last_line >= cfg.progress_every
-            progress = reader.read(estimates)
-            for n in estimates:
+            progress = reader.read(planned)
+            for n, expected in planned.items():
                 p = progress[n]
                 total = bar.tasks[tasks[n]].total
                 if p.segments_done == p.total_segments or (total is not None and p.items > total):
                     total = p.items  # DescribeTable's ItemCount is refreshed every ~6 hours: trust the count
                 elapsed = max(time.monotonic() - started, 1e-3)
                 rate = (p.bytes - first[n]) / 1e6 / elapsed
-                bar.update(tasks[n], completed=p.items, total=total, mb=p.bytes / 1e6, rate=rate)
+                units = f"{p.segments_done:,}/{p.total_segments:,} {expected.unit}"
+                bar.update(tasks[n], completed=p.items, total=total, units=units, mb=p.bytes / 1e6, rate=rate)
                 if line_due and not finished:
-                    _progress_line(
-                        console, n, p, total, rate, bar.tasks[tasks[n]].time_remaining, plain=plain, json=cfg.json_logs
-                    )
+                    eta = bar.tasks[tasks[n]].time_remaining
+                    _progress_line(console, n, p, expected.unit, total, rate, eta, plain=plain, json=cfg.json_logs)
             if line_due:
                 last_line = time.monotonic()
             if finished:
@@ -354,6 +295,7 @@ def _progress_line(
     console: Console,
     name: str,
     p: state.Progress,
+    unit: str,
     total: float | None,
     rate: float,
     eta: float | None,
@@ -364,12 +306,15 @@ def _progress_line(
     of = f" of ~{int(total):,}" if total else ""
     share = f" ({100 * p.items / total:.0f}%)" if total else ""
     remaining = f", {int(eta) // 60}m{int(eta) % 60:02d}s left" if eta is not None else ""
-    text = f"{name}: {p.items:,}{of} items{share}, {p.bytes / 1e6:,.1f} MB, {rate:.1f} MB/s{remaining}"
+    units = f"{p.segments_done:,} of {p.total_segments:,} {unit}"
+    text = f"{name}: {p.items:,}{of} items{share}, {units}, {p.bytes / 1e6:,.1f} MB, {rate:.1f} MB/s{remaining}"
     if json:
         fields = {
             "table": name,
             "items": p.items,
             "total": total,
+            unit: p.segments_done,
+            f"total_{unit}": p.total_segments,
             "mb": p.bytes / 1e6,
             "mb_per_s": rate,
             "eta_seconds": eta,
