@@ -29,7 +29,7 @@ from tests.corpus import CORPUS
 from tests.fix_dynamo import FAKE_CREDENTIAL, REGION
 from tests.servers.exports import write_export
 from tests.servers.scan import typical_item
-from tests.servers.tcp_cut import CuttingProxy
+from tests.servers.tcp_proxy import TcpProxy
 
 
 def _items() -> list[dict[str, Any]]:
@@ -129,7 +129,7 @@ def test_a_read_that_fails_midway_is_taken_up_where_it_stopped(s3: Any, moto_end
     (data,) = exports.read_manifest(s3, exports.ExportLocation.parse(written.url)).files
     body = s3.get_object(Bucket=s3.bucket, Key=data.key)["Body"].read()
     assert len(body) > 100_000
-    proxy = CuttingProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    proxy = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
     try:
         client = boto3.client(
             "s3",

@@ -34,9 +34,11 @@ from tests.moto_migrate import (
     table_columns,
     table_rows,
 )
+from tests.proc import running
 from tests.servers.exports import WrittenExport, write_export
 from tests.servers.scan import typical_item
 from tests.servers.streams import StreamsServer
+from tests.servers.tcp_proxy import TcpProxy
 
 
 def _items(n: int) -> list[dict[str, Any]]:
@@ -101,6 +103,45 @@ def test_sigkill_at_random_moments_then_rerun(migrate: Migrator, dynamodb: Any, 
     assert kills >= 2, f"only {kills} of 3 runs were killed in the middle"
     assert_ok(migrate(*_args(migrate, written)))
     _check(migrate, items)
+
+
+def _holders(dsn: str, schema: str) -> set[str]:
+    """The owners holding a data file of the export now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            rows = conn.execute(
+                sql.SQL("SELECT DISTINCT owner FROM {} WHERE owner IS NOT NULL AND NOT done").format(
+                    sql.Identifier(schema, "segments")
+                )
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return set()
+    return {owner for (owner,) in rows}
+
+
+def test_two_hosts_share_an_export_and_the_survivor_finishes_it(
+    migrate: Migrator, dynamodb: Any, s3: Any, moto_endpoint: str
+) -> None:
+    # Two migrates (hosts) load one export at once, two workers each, over a slow network; once
+    # both hold data files, one is killed: the other takes its files over and ends with every item
+    # exactly once.
+    items = _items(30_000)
+    written = _export(s3, dynamodb, items, files=12)
+    proxy = TcpProxy(int(moto_endpoint.rsplit(":", 1)[1]))
+    proxy.delay = 0.1
+    try:
+        cmd = [*migrate.command(), "--export", written.url, "--s3-endpoint-url", proxy.url, "--workers", "2"]
+        with running(cmd) as doomed, running(cmd) as survivor:
+            doomed.wait_for(lambda: len(_holders(migrate.dsn, migrate.state)) >= 3, "both hosts hold files")
+            doomed.proc.kill()  # its workers follow it (they watch their parent)
+            assert survivor.finish(timeout=240) == 0, survivor.stderr()
+            assert "taking over" in survivor.stderr(), survivor.stderr()
+    finally:
+        proxy.close()
+    _check(migrate, items)
+    with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+        p = state.progress(conn, migrate.state, "Orders")
+    assert (p.segments_done, p.items) == (13, len(items))
 
 
 def test_a_damaged_data_file_stops_with_nothing_of_it_loaded(migrate: Migrator, dynamodb: Any, s3: Any) -> None:

@@ -1,9 +1,11 @@
-"""A TCP proxy that drops connections in the middle of a response, the way networks drop them.
+"""A TCP proxy that plays a bad network: it drops connections in the middle of a response, and it
+can be slow.
 
 ``cut(after, times)`` arms it: the next ``times`` connections that carry more than ``after`` bytes
 from the server are closed on the client's side once ``after`` bytes have passed, so the client
-reads a body that ends before its Content-Length. What clients send is kept in ``sent``, to see
-how they asked again.
+reads a body that ends before its Content-Length. ``delay`` holds every piece (up to 64 kB) of
+what the server sends for that many seconds. What clients send is kept in ``sent``, to see how
+they asked again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
-class CuttingProxy:
+class TcpProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
+        self.delay = 0.0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.after = 0
@@ -58,6 +62,7 @@ class CuttingProxy:
         passed = 0
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
+                time.sleep(self.delay)
                 with self._lock:
                     armed = self.cuts_left > 0 and passed + len(data) > self.after
                     if armed:
