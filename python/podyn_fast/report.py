@@ -131,6 +131,8 @@ def status_table(tables: Sequence[TableStatus]) -> None:
         )
     out.print(view)
     for t in tables:
+        if t.source:
+            out.print(Text(f"{t.table}: snapshot from the export {t.source} (a segment per data file)"))
         if t.last_error:
             when = f" ({t.last_error_at})" if t.last_error_at else ""
             out.print(Text(f"{t.table}: last error{when}: {t.last_error}"))

@@ -230,7 +230,19 @@ def test_an_export_then_the_changes_made_since(migrate: Migrator, dynamodb: Any,
     )
     done = migrate(*_args(migrate, written, "--follow", "--exit-when-idle", "1"))
     assert_ok(done)
-    _check(migrate, source_items(dynamodb, "Orders"))
+    now = source_items(dynamodb, "Orders")
+    _check(migrate, now)
+    # status and verify as for a table loaded by Scan; status names the export.
+    base = ["--postgres-url", migrate.dsn, "--state-schema", migrate.state]
+    shown = subprocess.run([PODYN, "status", *base, "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    (t,) = json.loads(shown.stdout)["tables"]
+    assert (t["phase"], t["source"], t["segments_done"], t["segments_total"]) == ("following", written.url, 4, 4), t
+    said = subprocess.run([PODYN, "status", *base], capture_output=True, text=True, timeout=60, check=False)
+    assert f"Orders: snapshot from the export {written.url}" in " ".join(said.stdout.split()), said.stdout
+    aws = ["--endpoint-url", migrate.endpoint, "--region", "us-east-1"]
+    verified = subprocess.run([PODYN, "verify", *base, *aws], capture_output=True, text=True, timeout=120, check=False)
+    assert verified.returncode == 0 and f"Orders: EQUAL: {len(now)} source items compared" in verified.stdout, verified
 
 
 def test_a_stream_that_cannot_hold_the_changes_since_the_export_is_refused(

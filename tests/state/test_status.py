@@ -40,6 +40,7 @@ def test_a_finished_load(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[st
     assert t["rejects"] == 0 and t["last_error"] is None
     assert t["lag_seconds"] is None and t["shards_open"] == 0
     assert t["target"] == f"{schemas[0]}.{TYPICAL}"
+    assert t["source"] is None  # a Scan
     # For a person: one row per table, the same figures.
     shown = status(pg_dsn, schemas[1])
     assert shown.returncode == 0, shown.stderr

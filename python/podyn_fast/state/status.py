@@ -40,6 +40,8 @@ class TableStatus:
     follower_seen_seconds_ago: float | None
     last_error: str | None
     last_error_at: str | None
+    source: str | None
+    """The export its snapshot comes from (its segments are the export's data files); None: a Scan."""
 
 
 _QUERY = """
@@ -47,7 +49,7 @@ SELECT t.table_name, t.target_schema, t.target_table, t.phase, t.stopped, t.item
        t.last_error, t.last_error_at, t.follow_lag, extract(epoch FROM now() - t.follow_heartbeat),
        coalesce(s.done, 0), coalesce(s.total, 0), coalesce(s.items, 0), coalesce(s.bytes, 0),
        (SELECT count(*) FROM {rejects} r WHERE r.table_name = t.table_name),
-       coalesce(h.open, 0), coalesce(h.finished, 0), coalesce(h.records, 0)
+       coalesce(h.open, 0), coalesce(h.finished, 0), coalesce(h.records, 0), t.source
 FROM {tables} t
 LEFT JOIN (SELECT table_name, count(*) FILTER (WHERE done) AS done, count(*) AS total,
                   sum(items) AS items, sum(bytes) AS bytes
@@ -70,7 +72,7 @@ def read(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str] = ())
     out = []
     for row in conn.execute(query, {"tables": list(tables)}).fetchall():
         (name, target_schema, target_table, phase, stopped, estimate, error, error_at, lag, seen) = row[:10]
-        done, total, items, nbytes, rejects, shards_open, shards_finished, records = row[10:]
+        done, total, items, nbytes, rejects, shards_open, shards_finished, records, source = row[10:]
         alive = seen is not None and float(seen) < FOLLOWER_GONE
         out.append(
             TableStatus(
@@ -90,6 +92,7 @@ def read(conn: psycopg.Connection[Any], schema: str, tables: Sequence[str] = ())
                 follower_seen_seconds_ago=float(seen) if seen is not None else None,
                 last_error=stopped or error,
                 last_error_at=error_at.isoformat() if error_at is not None and not stopped else None,
+                source=source,
             )
         )
     return out
