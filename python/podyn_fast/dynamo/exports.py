@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import signal
 import tempfile
@@ -92,16 +93,13 @@ class Manifest:
 
 
 def _get(s3: Any, bucket: str, key: str, what: str) -> bytes:
-    try:
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
-            raise ExportError(
-                f"no {what} at s3://{bucket}/{key}: is the export finished, and is this its folder "
-                f"(…/AWSDynamoDB/EXPORT_ID)?"
-            ) from None
-        raise
+    """A manifest's bytes, read as a data file is (``_copy``)."""
+    missing = (
+        f"no {what} at s3://{bucket}/{key}: is the export finished, and is this its folder (…/AWSDynamoDB/EXPORT_ID)?"
+    )
+    into = io.BytesIO()
+    _copy(s3, bucket, key, into, missing, stop=threading.Event(), alive=lambda: None)
+    return into.getvalue()
 
 
 def _time(text: object, what: str) -> float:
@@ -167,13 +165,29 @@ def fetch(
 ) -> None:
     """Copy the data file into ``into`` (a local temporary file) and check it against the
     manifest's MD5: ExportError if it differs (the file is damaged, or not the one the export
-    wrote), so that nothing of a damaged file is ever loaded, and S3 is read once.
+    wrote), so that nothing of a damaged file is ever loaded, and S3 is read once. ``alive`` is
+    called as bytes arrive; ``stopping`` set ends the copy (Interrupted)."""
+    url = f"s3://{bucket}/{data.key}"
+    missing = f"{url} is gone: the export's data file was deleted or moved"
+    digest = _copy(s3, bucket, data.key, into, missing, stop=stopping or threading.Event(), alive=alive)
+    into.flush()
+    if digest.digest() != data.md5:
+        raise ExportError(
+            f"{url}: its MD5 is {digest.hexdigest()}, the manifest says {data.md5.hex()}: "
+            f"the file is damaged; nothing of it is loaded"
+        )
+
+
+def _copy(
+    s3: Any, bucket: str, key: str, into: IO[bytes], missing: str, *, stop: threading.Event, alive: Callable[[], None]
+) -> Any:
+    """The object's bytes written to ``into``; returns their MD5 (a hashlib object). ``missing``
+    is the ExportError's text when there is no such object.
 
     A read that fails (the network, a 5xx, SlowDown) is retried as every AWS call is, and taken up
     where it stopped: a ranged GET of the same version (If-Match its ETag) for the bytes not read
-    yet. ``alive`` is called as bytes arrive; ``stopping`` set ends the copy (Interrupted)."""
-    url = f"s3://{bucket}/{data.key}"
-    stop = stopping or threading.Event()
+    yet."""
+    url = f"s3://{bucket}/{key}"
     digest = hashlib.md5(usedforsecurity=False)
     got, size, etag = 0, None, None
     backoff = retry.Backoff(0.5, 20.0)
@@ -185,7 +199,7 @@ def fetch(
                 rest["IfMatch"] = etag
         try:
             alive()
-            response = s3.get_object(Bucket=bucket, Key=data.key, **rest)
+            response = s3.get_object(Bucket=bucket, Key=key, **rest)
             etag, size = response.get("ETag"), got + int(response["ContentLength"])
             body = response["Body"]
             while block := body.read(_READ):
@@ -199,7 +213,7 @@ def fetch(
         except retry.AWS_FAILURES as e:
             failure = retry.aws_failure(e)
             if failure.why in ("NoSuchKey", "404"):
-                raise ExportError(f"{url} is gone: the export's data file was deleted or moved") from None
+                raise ExportError(missing) from None
             if not failure.transient or backoff.failing_for() > failure.give_up_after:
                 raise ExportError(f"{url}: reading it failed after {got:,} bytes: {e}") from None
             delay = backoff.delay()
@@ -208,12 +222,7 @@ def fetch(
             )
             if stop.wait(delay):
                 raise Interrupted(signal.SIGINT) from None
-    into.flush()
-    if digest.digest() != data.md5:
-        raise ExportError(
-            f"{url}: its MD5 is {digest.hexdigest()}, the manifest says {data.md5.hex()}: "
-            f"the file is damaged; nothing of it is loaded"
-        )
+    return digest
 
 
 def lines(file: IO[bytes], url: str, *, skip: int = 0) -> Iterator[bytes]:
