@@ -11,6 +11,10 @@ Operations: ListTables, DescribeTable and Scan (``Segment``/``TotalSegments``, `
 else is answered ``UnknownOperationException``. Faults (latency, throttling, 500s, bad CRC32 headers)
 can be set at runtime, and per-table counters show what was served.
 
+Like DynamoDB, it serves items in the hash order of their partition key (a stable hash of the key's
+text; the items of one partition key by their sort key), never in key order, and a segment of
+``TotalSegments`` is one contiguous range of that hash space, so segments differ in size.
+
 Where it knowingly differs from DynamoDB:
 
 - An item's size is the length of its JSON, not DynamoDB's binary size (attribute names plus values);
@@ -97,9 +101,6 @@ TYPICAL_KEYS: Final = (("pk", "S"), ("sk", "N"))
 # A fixed creation time keeps DescribeTable answers reproducible.
 _CREATED = 1_700_000_000.0
 _SELECT = ("SPECIFIC_ATTRIBUTES", "COUNT", "ALL_ATTRIBUTES", "ALL_PROJECTED_ATTRIBUTES")
-# Segment orderings are kept for this many distinct TotalSegments values per table; a client that
-# tries many would otherwise grow the cache without bound.
-_ORDERINGS_KEPT = 8
 
 IndexSpec = tuple[str, Sequence[tuple[str, str]]]
 
@@ -232,6 +233,51 @@ def typical_item(i: int) -> bytes:
     ).encode()
 
 
+# Text as real tables hold it: raw UTF-8 in several scripts, JSON escapes, and \u escapes.
+_RICH_TEXT = (
+    "Café Zürich, Straße 5",
+    "東京都渋谷区 1-2-3",
+    "Łódź, ул. Пушкина",
+    'said \\"hello\\" and left',
+    "line one\\nline two\\ttabbed",
+    "emoji \\ud83d\\ude00 and \\u00e9t\\u00e9",
+    "path C:\\\\data\\\\x",
+    "plain ascii words here",
+)
+_RICH_WORDS = ("naïve", "façade", "日本", "данные", "λόγος", "smørrebrød", "jalapeño", "ok")
+
+
+def rich_item(i: int) -> bytes:
+    """A ≈800-byte item as rich as real ones: text with non-ASCII, escapes and \\u escapes, 38-digit
+    and exponent numbers, a list of maps nested three deep, string and number sets, binary, BOOL
+    and NULL; deterministic from ``i``, keys as ``typical_item``'s (``balance`` included, for the
+    benchmarks' check)."""
+    x = mix(i)
+    y = mix(x ^ i)
+    z = mix(y)
+    digits = f"{1 + x % 9}{x:020d}{y:020d}"[:38]
+    blob = base64.b64encode(x.to_bytes(8, "little") + y.to_bytes(8, "little")).decode()
+    words = '","'.join(sorted({_RICH_WORDS[(z >> (3 * k)) & 7] for k in range(1 + (z & 3))}))
+    return (
+        f'{{"pk":{{"S":"user#{i // 4:08d}"}},"sk":{{"N":"{i % 4}"}},'
+        f'"name":{{"S":"{_FIRST[x & 15]} {_LAST[(x >> 4) & 15]}"}},'
+        f'"address":{{"S":"{_RICH_TEXT[(x >> 8) & 7]}"}},'
+        f'"big":{{"N":"{digits}"}},"tiny":{{"N":"{1 + (y >> 3) % 997}E-{(y >> 13) % 120}"}},'
+        f'"balance":{{"N":"{_cents(((x ^ y) >> 20) % 2_000_000 - 1_000_000)}"}},'
+        f'"verified":{{"BOOL":{"true" if y & 1 else "false"}}},"deleted_at":{{"NULL":true}},'
+        f'"tags":{{"SS":["{words}"]}},"scores":{{"NS":["{x % 1000}","{1000 + y % 1000}.5","-{1 + z % 77}"]}},'
+        f'"avatar":{{"B":"{blob}"}},'
+        f'"orders":{{"L":['
+        f'{{"M":{{"id":{{"S":"o{x % 100000}"}},"total":{{"N":"{_cents(x % 100000)}"}},'
+        f'"items":{{"L":[{{"M":{{"sku":{{"S":"{_RICH_WORDS[x & 7]}-{y % 100}"}},"qty":{{"N":"{1 + y % 9}"}}}}}},'
+        f'{{"M":{{"sku":{{"S":"{_RICH_WORDS[y & 7]}"}},"qty":{{"N":"1"}},"gift":{{"BOOL":true}}}}}}]}}}}}},'
+        f'{{"M":{{"id":{{"S":"o{y % 100000}"}},"total":{{"N":"{_cents(y % 100000)}"}},"items":{{"L":[]}}}}}}]}},'
+        f'"prefs":{{"M":{{"theme":{{"S":"{_THEMES[(y >> 24) & 3]}"}},"lang":{{"S":"{_LANGS[(y >> 26) & 7]}"}},'
+        f'"limits":{{"M":{{"daily":{{"N":"{z % 5000}"}},"none":{{"NULL":true}}}}}}}}}},'
+        f'"created":{{"N":"{1_600_000_000 + (y >> 30) % 100_000_000}"}}}}'
+    ).encode()
+
+
 _STRINGS = ("plain", "ünïcødé", "名前", "😀𝄞", 'q"b\\c', "line\nbreak\ttab", "\u2028sep", "", "a/b<c>&d")
 _NUMBERS = (
     "0",
@@ -350,22 +396,23 @@ def _number_key(text: str) -> object | None:
     return number if number.is_finite() else None
 
 
-class _Ordering(NamedTuple):
-    """The items of a segment in serving order, with running byte totals for page cuts."""
+class _Segment(NamedTuple):
+    """A segment: positions ``lo`` to ``hi`` (excluded) of the table's serving order, the items
+    whose partition keys hash into its share of the hash space."""
 
-    indices: array[int] | None  # None: the whole table in item order
-    cum: array[int]  # cum[k]: bytes of the first k items
+    lo: int
+    hi: int
 
-    def position_after(self, index: int) -> int:
-        if self.indices is None:
-            return index + 1
-        # Indices ascend within a segment, so the item's position is found by bisection.
-        return bisect.bisect_right(self.indices, index)
 
-    def items(self, items: list[bytes], start: int, end: int) -> list[bytes]:
-        if self.indices is None:
-            return items[start:end]
-        return [items[j] for j in self.indices[start:end]]
+def _segment_of(hash_: int, total: int) -> int:
+    """The segment of ``total`` that a 32-bit partition-key hash falls in: segments are contiguous
+    ranges of the hash space, as DynamoDB's partitions are."""
+    return (hash_ * total) >> 32
+
+
+def _first_hash(segment: int, total: int) -> int:
+    """The smallest hash of ``segment`` of ``total`` (ceil(segment · 2³² / total))."""
+    return -(-(segment << 32) // total)
 
 
 class _Table:
@@ -377,18 +424,21 @@ class _Table:
         self._lock = threading.Lock()
         self._built = False
         self.items: list[bytes] = []
-        self.sizes: array[int] = array("q")
         self.hashes: array[int] = array("q")
         # Canonical key -> item index, to resume after an ExclusiveStartKey.
         self.positions: dict[tuple[object, ...], int] = {}
         self.index_stats: dict[str, tuple[int, int]] = {}
-        self.whole = _Ordering(None, array("q", [0]))
-        self._groups: dict[int, dict[int, array[int]]] = {}
-        self._orderings: dict[tuple[int, int], _Ordering] = {}
+        # The serving order: item indices by the hash of their partition key (then their sort
+        # key), as DynamoDB returns them; an item's position in it, the hashes and the running
+        # byte totals (cum[k]: bytes of the first k items) in that order.
+        self.order: array[int] = array("q")
+        self.position_of: array[int] = array("q")
+        self.ordered_hashes: array[int] = array("q")
+        self.cum: array[int] = array("q", [0])
 
     @property
     def size(self) -> int:
-        return self.whole.cum[-1]
+        return self.cum[-1]
 
     def build(self) -> None:
         if self._built:
@@ -410,8 +460,6 @@ class _Table:
         sizes: array[int] = array("q")
         hashes: array[int] = array("q")
         positions: dict[tuple[object, ...], int] = {}
-        cum: array[int] = array("q", [0])
-        total = 0
         for i in range(spec.count):
             raw = spec.items(i)
             try:
@@ -430,47 +478,31 @@ class _Table:
             ((_, text),) = doc[partition].items()
             hashes.append(zlib.crc32(text.encode()))
             size = len(raw)
-            total += size
             sizes.append(size)
-            cum.append(total)
             items.append(raw)
             for name, attrs in index_attrs:
                 if all(a in doc for a in attrs):
                     index_counts[name][0] += 1
                     index_counts[name][1] += size
-        self.items, self.sizes, self.hashes, self.positions = items, sizes, hashes, positions
-        self.whole = _Ordering(None, cum)
+        # Items of one partition key (one hash) by their sort key, as DynamoDB keeps them.
+        keys = {i: k for k, i in positions.items()}
+        order = sorted(range(len(items)), key=lambda i: (hashes[i], keys[i][1:]))
+        position_of = array("q", bytes(8 * len(items)))
+        cum, running = array("q", [0]), 0
+        for at, i in enumerate(order):
+            position_of[i] = at
+            running += sizes[i]
+            cum.append(running)
+        self.items, self.hashes, self.positions = items, hashes, positions
+        self.order, self.position_of, self.cum = array("q", order), position_of, cum
+        self.ordered_hashes = array("q", (hashes[i] for i in order))
         self.index_stats = {name: (n, b) for name, (n, b) in index_counts.items()}
 
-    def ordering(self, total: int, segment: int) -> _Ordering:
-        """The items of ``segment`` of ``total``, in item order; built on first use and cached."""
-        if total == 1:
-            return self.whole
-        with self._lock:
-            found = self._orderings.get((total, segment))
-            if found is not None:
-                return found
-            groups = self._groups.get(total)
-            if groups is None:
-                groups = {}
-                for i, h in enumerate(self.hashes):
-                    group = groups.get(h % total)
-                    if group is None:
-                        group = groups[h % total] = array("q")
-                    group.append(i)
-                self._groups[total] = groups
-                if len(self._groups) > _ORDERINGS_KEPT:
-                    del self._groups[next(iter(self._groups))]
-                    self._orderings = {k: v for k, v in self._orderings.items() if k[0] in self._groups}
-            indices = groups.get(segment, array("q"))
-            cum = array("q", [0])
-            running = 0
-            sizes = self.sizes
-            for j in indices:
-                running += sizes[j]
-                cum.append(running)
-            found = self._orderings[(total, segment)] = _Ordering(indices, cum)
-            return found
+    def segment(self, total: int, segment: int) -> _Segment:
+        """Where ``segment`` of ``total`` lies in the serving order."""
+        hashes = self.ordered_hashes
+        lo = bisect.bisect_left(hashes, _first_hash(segment, total))
+        return _Segment(lo, bisect.bisect_left(hashes, _first_hash(segment + 1, total), lo=lo))
 
     def describe(self) -> dict[str, Any]:
         spec = self.spec
@@ -550,13 +582,14 @@ def _parse_scan(req: dict[str, Any]) -> _Scan:
     return _Scan(params, params.segment or 0, params.total or 1, params.select == "COUNT", start_key)
 
 
-def _page(table: _Table, ordering: _Ordering, start: int, scan: _Scan) -> tuple[bytes, int]:
-    """The body of the Scan page starting at position ``start`` of ``ordering``, and its item count."""
-    cum = ordering.cum
-    length = len(cum) - 1
+def _page(table: _Table, segment: _Segment, start: int, scan: _Scan) -> tuple[bytes, int]:
+    """The body of the Scan page starting at position ``start`` of the serving order (within
+    ``segment``), and its item count."""
+    cum = table.cum
     # The last item whose running total stays within 1 MB of the page's start; at least one item.
-    end = max(bisect.bisect_right(cum, cum[start] + PAGE_BYTES, lo=start) - 1, min(start + 1, length))
-    stopped = end < length
+    end = bisect.bisect_right(cum, cum[start] + PAGE_BYTES, lo=start, hi=segment.hi + 1) - 1
+    end = max(end, min(start + 1, segment.hi))
+    stopped = end < segment.hi
     limit = scan.params.limit
     if limit is not None and end - start >= limit:
         end = start + limit
@@ -569,10 +602,10 @@ def _page(table: _Table, ordering: _Ordering, start: int, scan: _Scan) -> tuple[
         parts.append(b'"ConsumedCapacity":' + orjson.dumps(consumed))
     parts.append(b'"Count":%d' % count)
     if not scan.count_only:
-        parts.append(b'"Items":[' + b",".join(ordering.items(table.items, start, end)) + b"]")
+        items = table.items
+        parts.append(b'"Items":[' + b",".join([items[i] for i in table.order[start:end]]) + b"]")
     if stopped and count:
-        last_index = end - 1 if ordering.indices is None else ordering.indices[end - 1]
-        last = orjson.loads(table.items[last_index])
+        last = orjson.loads(table.items[table.order[end - 1]])
         key = {attr: last[attr] for attr, _ in table.spec.key_schema}
         parts.append(b'"LastEvaluatedKey":' + orjson.dumps(key))
     parts.append(b'"ScannedCount":%d' % count)
@@ -650,6 +683,15 @@ class ScanServer(ServerBase[TableStats]):
         for table in tables:
             table.build()
 
+    def scan_order(self, name: str) -> Sequence[int]:
+        """The item positions of the table in the order a Scan serves them (its segments, for any
+        TotalSegments, one after the other): for a benchmark's ceiling to load the same rows in the
+        same order."""
+        with self._lock:
+            table = self._tables[name]
+        table.build()
+        return table.order
+
     def table_size(self, name: str) -> int:
         """The table's bytes of items (what DescribeTable reports as TableSizeBytes)."""
         with self._lock:
@@ -695,12 +737,12 @@ class ScanServer(ServerBase[TableStats]):
             time.sleep(stalled)
         scan = _parse_scan(req)
         table = self._table(scan.params.table, "Requested resource not found")
-        ordering = table.ordering(scan.total, scan.segment)
-        start = 0
+        segment = table.segment(scan.total, scan.segment)
+        start = segment.lo
         if scan.start_key is not None:
-            start = ordering.position_after(self._start_index(table, scan.start_key, scan.total, scan.segment))
+            start = table.position_of[self._start_index(table, scan.start_key, scan.total, scan.segment)] + 1
         bad_crc = self._draw_fault(table.spec.name, lambda: self._throttled(table))
-        body, count = _page(table, ordering, start, scan)
+        body, count = _page(table, segment, start, scan)
         self._count(scan.params.table, items=count, bytes=len(body), crc_errors=int(bad_crc))
         if not bad_crc and self.bad_body_rate and self._bad_body_rng.random() < self.bad_body_rate:
             self.bad_bodies_served += 1
@@ -724,7 +766,7 @@ class ScanServer(ServerBase[TableStats]):
                 "The provided starting key is invalid: the podyn-fast test server only resumes from the key "
                 "of an existing item"
             )
-        if table.hashes[index] % total != segment:
+        if _segment_of(table.hashes[index], total) != segment:
             raise validation(
                 f"The provided starting key is invalid: it belongs to another segment than {segment} of {total}"
             )

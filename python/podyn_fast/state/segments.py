@@ -1,5 +1,11 @@
 """Scan segments (``segments``): positions committed with their rows, and the leases that let any
-number of processes, on any number of hosts, share one queue (``FOR UPDATE SKIP LOCKED``)."""
+number of processes, on any number of hosts, share one queue (``FOR UPDATE SKIP LOCKED``).
+
+Leases are read and written against ``clock_timestamp()``, never ``now()``: ``now()`` is when the
+transaction began, and a loader's transaction may outlast its lease (pages slower than the lease,
+throttling); its checkpoint would then commit a lease that had run out before it was written, and
+another worker would take the segment from a holder at work.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ def held_elsewhere(conn: psycopg.Connection[Any], schema: str, tables: Sequence[
     gone = _gone_owners(conn, schema, tables)
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= now()"
+            "SELECT count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= clock_timestamp()"
             " AND NOT owner = ANY(%s)) FROM {} WHERE table_name = ANY(%s) AND NOT done"
         ).format(qualified(schema, "segments")),
         [gone, list(tables)],
@@ -51,7 +57,7 @@ def _gone_owners(conn: psycopg.Connection[Any], schema: str, tables: Sequence[st
     rows = conn.execute(
         sql.SQL(
             "SELECT DISTINCT owner FROM {} WHERE table_name = ANY(%s) AND NOT done AND owner IS NOT NULL"
-            " AND lease_until >= now()"
+            " AND lease_until >= clock_timestamp()"
         ).format(qualified(schema, "segments")),
         [list(tables)],
     ).fetchall()
@@ -68,10 +74,12 @@ def claim(
     with conn.transaction():
         row = conn.execute(
             sql.SQL(
-                "UPDATE {seg} s SET owner = %(owner)s, lease_until = now() + %(lease)s * interval '1 second'"
+                "UPDATE {seg} s SET owner = %(owner)s,"
+                "  lease_until = clock_timestamp() + %(lease)s * interval '1 second'"
                 " FROM (SELECT table_name, segment, owner FROM {seg}"
                 "       WHERE table_name = ANY(%(tables)s) AND NOT done"
-                "         AND (owner IS NULL OR lease_until < now() OR owner = ANY(%(gone)s) OR owner = %(owner)s)"
+                "         AND (owner IS NULL OR lease_until < clock_timestamp()"
+                "              OR owner = ANY(%(gone)s) OR owner = %(owner)s)"
                 "       ORDER BY array_position(%(tables)s, table_name), segment"
                 "       LIMIT 1 FOR UPDATE SKIP LOCKED) pick"
                 " WHERE s.table_name = pick.table_name AND s.segment = pick.segment"
@@ -91,7 +99,7 @@ def renew(conn: psycopg.Connection[Any], schema: str, owner: str, lease_seconds:
     with conn.transaction():
         cur = conn.execute(
             sql.SQL(
-                "UPDATE {} SET lease_until = now() + %s * interval '1 second' WHERE owner = %s AND NOT done"
+                "UPDATE {} SET lease_until = clock_timestamp() + %s * interval '1 second' WHERE owner = %s AND NOT done"
             ).format(qualified(schema, "segments")),
             [lease_seconds, owner],
         )
@@ -133,7 +141,7 @@ def checkpoint(
         sql.SQL(
             "UPDATE {} SET last_key = %s, done = %s, items = items + %s, rejects = rejects + %s,"
             " scanned = scanned + %s, bytes = bytes + %s, pages = pages + %s, capacity = capacity + %s,"
-            " lease_until = CASE WHEN %s THEN NULL ELSE now() + %s * interval '1 second' END,"
+            " lease_until = CASE WHEN %s THEN NULL ELSE clock_timestamp() + %s * interval '1 second' END,"
             " owner = CASE WHEN %s THEN NULL ELSE owner END"
             " WHERE table_name = %s AND segment = %s AND owner = %s AND NOT done"
             " AND last_key IS NOT DISTINCT FROM %s"
@@ -197,7 +205,8 @@ def active_leases(conn: psycopg.Connection[Any], schema: str, table: str) -> int
     """How many workers (on any host) hold a live lease on the table: they share its scan rate."""
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*) FROM {} WHERE table_name = %s AND NOT done AND owner IS NOT NULL AND lease_until > now()"
+            "SELECT count(*) FROM {} WHERE table_name = %s AND NOT done AND owner IS NOT NULL"
+            " AND lease_until > clock_timestamp()"
         ).format(qualified(schema, "segments")),
         [table],
     ).fetchone()
