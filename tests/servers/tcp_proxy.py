@@ -28,6 +28,7 @@ class TcpProxy:
         self.from_server = 0
         self.sent = bytearray()
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
         threading.Thread(target=self._accept, name="cutting proxy", daemon=True).start()
 
     @property
@@ -39,13 +40,24 @@ class TcpProxy:
             self.after, self.cuts_left = after, times
 
     def close(self) -> None:
+        """Stop listening and cut every connection: a close() alone would leave the port listening
+        while the accepting thread is blocked in accept() (and forwarding whoever connects next)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
         self.listener.close()
+        with self._lock:
+            open_now, self._open = list(self._open), set()
+        for s in open_now:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
             while True:
                 client, _ = self.listener.accept()
                 server = socket.create_connection(("127.0.0.1", self.target_port))
+                with self._lock:
+                    self._open |= {client, server}
                 threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
                 threading.Thread(target=self._to_client, args=(client, server), daemon=True).start()
 
@@ -74,6 +86,8 @@ class TcpProxy:
                 passed += len(data)
                 if armed:
                     break
+        with self._lock:
+            self._open -= {client, server}
         for s in (client, server):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
