@@ -76,7 +76,8 @@ def _measure(args: argparse.Namespace, items: list[Any]) -> tuple[list[dict[str,
         moto_pid = s3_server.process.pid if s3_server.process else None
         try:
             with machine.postgres(args.dsn) as pg:
-                return _runs(args, items, endpoint, pg, written.url, s3_endpoint, moto_pid)
+                order = scan.scan_order(TABLE)
+                return _runs(args, [items[i] for i in order], endpoint, pg, written.url, s3_endpoint, moto_pid)
         finally:
             scan.stop()
             s3_server.stop()
@@ -91,7 +92,8 @@ def _runs(
     s3_endpoint: str,
     moto_pid: int | None,
 ) -> tuple[list[dict[str, Any]], float, bool, str]:
-    """Scan and export runs, alternating, then the ceiling."""
+    """Scan and export runs, alternating, then the ceiling (``items`` in the order a Scan serves
+    them, the order the ceiling loads them in)."""
     dsn, postmaster = pg.dsn, pg.postmaster
     runs: list[dict[str, Any]] = []
     export_args = ["--export", export_url, "--s3-endpoint-url", s3_endpoint]

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg = None
     dsn = args.dsn
     if not dsn:
-        pg = EmbeddedPostgres()
+        pg = EmbeddedPostgres(settings=machine.DURABLE)
         dsn = pg.start()
     tag = uuid.uuid4().hex[:8]
     schemas = (f"fb_{tag}", f"fb_{tag}_state")

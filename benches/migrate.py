@@ -16,6 +16,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -29,12 +30,12 @@ from psycopg import sql
 from benches import baselines, machine, procs
 from benches.datasets import large_item, scan_pages, wide_item
 from podyn_fast import _core, state
-from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
+from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, rich_item, typical_item
 
 TABLE = "bench"
 
 
-DATASETS = {"typical": typical_item, "wide": wide_item, "large": large_item}
+DATASETS = {"typical": typical_item, "rich": rich_item, "wide": wide_item, "large": large_item}
 
 
 def expected_sum(items: int, generate: Callable[[int], bytes] = typical_item) -> Decimal:
@@ -69,10 +70,12 @@ def run_once(
     *,
     extra: Sequence[str] = (),
     source_pid: int | None = None,
+    timeline: bool = False,
 ) -> dict[str, Any]:
     """One `podyn-fast migrate` of the table, measured: ``extra`` arguments (``--export …``, then
     no ``--segments``), and the source's CPU from ``source_pid`` (else this process's: the Scan
-    server runs in it)."""
+    server runs in it). With ``timeline``, the items committed are sampled every half second:
+    ``timeline`` in the result is [(seconds since the start, items)]."""
     target, state_schema = f"bench_{run}", f"bench_{run}_state"
     with psycopg.connect(dsn, autocommit=True) as conn:
         for s in (target, state_schema):
@@ -106,7 +109,7 @@ def run_once(
     pg_before = procs.cpu_seconds_with_reaped_children(postmaster) if postmaster else None
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with procs.PeakRss(proc.pid) as rss:
+    with procs.PeakRss(proc.pid) as rss, _Committed(dsn, state_schema, t0, timeline) as committed:
         _, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -138,7 +141,37 @@ def run_once(
         "distinct_keys": int(row[1]),
         "balance_sum": str(row[2]),
         "command": " ".join(c if c != dsn else "<dsn>" for c in cmd),
+        "timeline": committed.samples,
     }
+
+
+class _Committed(threading.Thread):
+    """Samples the items a load has committed, every half second, from its state schema."""
+
+    def __init__(self, dsn: str, state_schema: str, t0: float, enabled: bool) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.state_schema, self.t0, self.enabled = dsn, state_schema, t0, enabled
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.wait(0.5):
+                try:
+                    items = state.progress(conn, self.state_schema, TABLE).items
+                except psycopg.errors.UndefinedTable:
+                    continue
+                self.samples.append((time.perf_counter() - self.t0, items))
+
+    def __enter__(self) -> _Committed:
+        if self.enabled:
+            self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self.enabled:
+            self.join()
 
 
 def _source_cpu(pid: int | None) -> float:
@@ -182,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_once(dsn, endpoint, int(w), args.segments, n, pg.postmaster)
                 for n, w in enumerate(args.workers.split(","))
             ]
-            others = _baselines(dsn, endpoint, args, runs) if args.baselines else []
+            others = _baselines(dsn, server, args, runs) if args.baselines else []
             alone = baselines.server_alone(endpoint, TABLE, args.segments, threads=2)
     finally:
         server.stop()
@@ -194,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.segments} segments, {args.latency * 1000:.0f} ms added per Scan request",
         "",
         "| workers | seconds | items/s | MB/s | client CPU s / M items | PostgreSQL CPU s / M items "
-        "| Scan server CPU s / M items | peak RSS of one process / all (MiB) | correct |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client ÷ PostgreSQL CPU | Scan server CPU s / M items | peak RSS of one process / all (MiB) | correct |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ok = _rows(lines, args, runs, others, source_bytes, want_sum)
     lines.append(
@@ -233,10 +266,12 @@ def _rows(
         ok &= correct
         per_m = 1e6 / args.items
         pg_cpu = r["postgres_cpu_seconds"]
+        ratio = r["client_cpu_seconds"] / pg_cpu if pg_cpu else float("nan")
         lines.append(
             f"| {r['workers']} | {r['seconds']:.1f} | {args.items / r['seconds']:,.0f} | "
             f"{source_bytes / r['seconds'] / 1e6:.1f} | {r['client_cpu_seconds'] * per_m:.1f} | "
-            f"{pg_cpu * per_m if pg_cpu is not None else float('nan'):.1f} | {r['source_cpu_seconds'] * per_m:.1f} | "
+            f"{pg_cpu * per_m if pg_cpu is not None else float('nan'):.1f} | {ratio:.2f} | "
+            f"{r['source_cpu_seconds'] * per_m:.1f} | "
             f"{r['peak_rss_process_mib']:.0f} / {r['peak_rss_all_mib']:.0f} | {correct} |"
         )
     for o in others:
@@ -246,16 +281,21 @@ def _rows(
         ok &= correct
         lines.append(
             f"| {o['name']} | {o['seconds']:.1f} | {o['items'] / o['seconds']:,.0f} | "
-            f"{source_bytes * o['items'] / args.items / o['seconds'] / 1e6:.1f} | - | - | - | - | {correct} |"
+            f"{source_bytes * o['items'] / args.items / o['seconds'] / 1e6:.1f} | - | - | - | - | - | {correct} |"
         )
     return ok
 
 
-def _baselines(dsn: str, endpoint: str, args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ceiling and the Python way on the same source, with the layout podyn-fast ended with."""
+def _baselines(
+    dsn: str, server: ScanServer, args: argparse.Namespace, runs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ceiling and the Python way on the same source, with the layout podyn-fast ended with;
+    the ceiling loads the rows in the order a Scan serves them (the hash order of the partition key:
+    its inserts land where podyn-fast's do in the primary key's btree)."""
+    endpoint = server.endpoint
     layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
     generate = DATASETS[args.dataset]
-    pages = scan_pages(orjson.loads(generate(i)) for i in range(args.items))
+    pages = scan_pages(orjson.loads(generate(i)) for i in server.scan_order(TABLE))
     out: list[dict[str, Any]] = []
 
     def record(name: str, seconds: float, items: int, schema: str) -> None:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -150,11 +150,19 @@ class EmbeddedPostgres:
             temporary directory that stop() removes; a given directory is kept, and a data directory
             already in it is reused.
         startup_timeout: seconds to wait for the server to accept connections.
+        settings: server settings over the embedded defaults (which trade durability for speed).
     """
 
-    def __init__(self, base_dir: Path | None = None, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        startup_timeout: float = 60.0,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self._given_dir = base_dir
         self._startup_timeout = startup_timeout
+        self._settings = {**_SETTINGS, **(settings or {})}
         self._base_dir: Path | None = None
         self._socket_dir: Path | None = None
         self._owned_dirs: list[Path] = []
@@ -343,7 +351,7 @@ class EmbeddedPostgres:
             conf.write(f"\ninclude_if_exists = '{_SETTINGS_FILE}'\n")
 
     def _write_settings(self, port: int) -> None:
-        settings = {**_SETTINGS, "port": str(port), "unix_socket_directories": str(self.socket_dir)}
+        settings = {**self._settings, "port": str(port), "unix_socket_directories": str(self.socket_dir)}
         path = self.data_dir / _SETTINGS_FILE
         path.write_text("".join(f"{name} = {_quote(value)}\n" for name, value in settings.items()))
         self._give(path)
