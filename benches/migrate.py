@@ -146,22 +146,27 @@ def run_once(
 
 
 class _Committed(threading.Thread):
-    """Samples the items a load has committed, every half second, from its state schema."""
+    """Samples the items a load has committed, every 0.2 s, from its state schema, and once more
+    when the command has exited (its last commit may fall after the last sample)."""
 
     def __init__(self, dsn: str, state_schema: str, t0: float, enabled: bool) -> None:
         super().__init__(daemon=True)
         self.dsn, self.state_schema, self.t0, self.enabled = dsn, state_schema, t0, enabled
         self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            while not self._stop.wait(0.5):
+            while True:
+                stopping = self._done.wait(0.2)
                 try:
                     items = state.progress(conn, self.state_schema, TABLE).items
                 except psycopg.errors.UndefinedTable:
-                    continue
-                self.samples.append((time.perf_counter() - self.t0, items))
+                    items = 0
+                if not self.samples or items > self.samples[-1][1]:
+                    self.samples.append((time.perf_counter() - self.t0, items))
+                if stopping:
+                    return
 
     def __enter__(self) -> _Committed:
         if self.enabled:
@@ -169,7 +174,7 @@ class _Committed(threading.Thread):
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
+        self._done.set()
         if self.enabled:
             self.join()
 

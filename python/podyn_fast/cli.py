@@ -272,11 +272,14 @@ def migrate(
     ] = "public",
     state_schema: StateSchema = "podyn",
     defer_primary_key: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Add the primary key after the load (fastest for very large tables).", rich_help_panel=TARGET
+            "--defer-primary-key/--no-defer-primary-key",
+            help="Build the primary key after the load, or during it; by default after, for a table larger than "
+            "PostgreSQL's shared_buffers (decided at the table's first run).",
+            rich_help_panel=TARGET,
         ),
-    ] = False,
+    ] = None,
     column_limit: ColumnLimit = 1500,
     batch_mb: Annotated[
         float,

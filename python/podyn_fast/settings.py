@@ -54,7 +54,9 @@ class MigrateConfig:
     state_schema: str = "podyn"
     column_limit: int = 1500
     """Columns per table before further attributes go to the overflow jsonb column (PostgreSQL allows 1600)."""
-    defer_primary_key: bool = False
+    defer_primary_key: bool | None = None
+    """Build the primary key after the load (True), during it (False), or by the table's size (None:
+    after, for a table this run loads that is larger than the server's shared_buffers)."""
     commit_bytes: int = 16 << 20
     """Rows per transaction, in bytes of COPY data: large transactions load fastest (docs/postgres.md)."""
     commit_seconds: float = 5.0

@@ -28,7 +28,10 @@ from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
 
 TAKEN_OVER = "taking over"
 STEPPED_ASIDE = "another worker has it now"
-DEFER = [pytest.param([], id="primary-key"), pytest.param(["--defer-primary-key"], id="deferred-key")]
+DEFER = [
+    pytest.param(["--no-defer-primary-key"], id="primary-key"),
+    pytest.param(["--defer-primary-key"], id="deferred-key"),
+]
 
 
 def _table(server: ScanServer, items: int) -> str:

@@ -66,6 +66,34 @@ def test_deferred_primary_key_is_added_after_the_load(
         _check(conn, schemas, TYPICAL, [orjson.loads(typical_item(i)) for i in range(TYPICAL_COUNT)])
 
 
+@pytest.mark.parametrize(
+    ("described", "args", "after"),
+    [
+        (10 << 30, [], True),  # larger than shared_buffers (128 MB here): built after the load
+        (1 << 20, [], False),  # smaller: in place during it
+        (10 << 30, ["--no-defer-primary-key"], False),
+        (1 << 20, ["--defer-primary-key"], True),
+        (10 << 30, ["-s"], False),  # created for someone else to fill: with its key
+    ],
+)
+def test_the_primary_key_is_built_after_the_load_of_a_table_larger_than_shared_buffers(
+    pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str], described: int, args: list[str], after: bool
+) -> None:
+    fast_dynamo.add_table(TableSpec("sized", TYPICAL_KEYS, typical_item, 3000, described_size=described))
+    done = _migrate(pg_dsn, fast_dynamo.endpoint, schemas, "--table", "sized", *args)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        table = state.get_table(conn, schemas[1], "sized")
+        assert table is not None and table.deferred_primary_key == after
+        pk = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+            [sql.Identifier(schemas[0], "sized").as_string(conn)],
+        ).fetchall()
+        assert pk == [("PRIMARY KEY (pk, sk)",)]
+        if "-s" not in args:
+            _check(conn, schemas, "sized", [orjson.loads(typical_item(i)) for i in range(3000)])
+
+
 def test_scan_rate_paces_the_reads(pg_dsn: str, fast_dynamo: ScanServer, schemas: tuple[str, str]) -> None:
     # The typical table is ~9 MB: ~1,100 read units at eventual consistency. At 500 units/s shared by
     # two workers the load cannot take less than about two seconds of reading.

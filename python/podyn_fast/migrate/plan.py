@@ -67,7 +67,9 @@ def default_segments(source: SourceTable, workers: int) -> int:
     return max(1, min(1000, max(by_size, 4 * workers)))
 
 
-def wanted_state(cfg: MigrateConfig, source: SourceTable) -> tuple[state.TableState, list[tuple[str, str, str]]]:
+def wanted_state(
+    cfg: MigrateConfig, source: SourceTable, *, defer_primary_key: bool = False
+) -> tuple[state.TableState, list[tuple[str, str, str]]]:
     """The state a first run records for ``source`` with these settings, and its first columns."""
     columns = initial_columns(source, lower_case=cfg.lower_case)
     wanted = state.TableState(
@@ -81,7 +83,7 @@ def wanted_state(cfg: MigrateConfig, source: SourceTable) -> tuple[state.TableSt
         total_segments=len(source.export.files)
         if source.export
         else cfg.segments or default_segments(source, cfg.workers),
-        deferred_primary_key=cfg.defer_primary_key,
+        deferred_primary_key=defer_primary_key,
         phase="loading",
         document_column=document_column(columns) if cfg.mode == "jsonb" else None,
         source=source.export.location.url if source.export else None,
@@ -103,11 +105,25 @@ def index_statements(table: state.TableState, layout: Layout) -> list[sql.Compos
     ]
 
 
+def defer_primary_key(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: SourceTable) -> bool:
+    """Whether a table's first run builds its primary key after the load: as ``--defer-primary-key``
+    or ``--no-defer-primary-key`` say, else when this run loads a table larger than the server's
+    shared_buffers. Past that size the key's btree leaves no longer stay in memory, and every
+    row (in a Scan's hash order: at a random place of the btree) costs a read, where one sorted
+    build after the load does not (docs/postgres.md has the figures). Only the first run decides."""
+    if cfg.defer_primary_key is not None:
+        return cfg.defer_primary_key
+    if not cfg.load:
+        return False  # -s alone: the table is created for someone else to fill
+    row = conn.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))").fetchone()
+    return row is not None and source.size_bytes > int(row[0])
+
+
 def plan(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: SourceTable) -> state.TableState:
     """Describe the table, record it in the state schema (first run only) and create its target
     table. A rerun with other settings than the first is refused rather than mixed."""
     name = source.name
-    wanted, columns = wanted_state(cfg, source)
+    wanted, columns = wanted_state(cfg, source, defer_primary_key=defer_primary_key(conn, cfg, source))
     recorded = state.register_table(
         conn, cfg.state_schema, wanted, columns, item_count=source.item_count, size_bytes=source.size_bytes
     )
