@@ -48,6 +48,19 @@ def expected_sum(items: int, generate: Callable[[int], bytes] = typical_item) ->
     return total
 
 
+def serve(dataset: str, items: int) -> tuple[ScanServer, int, Decimal]:
+    """The fast Scan server with the benchmark's table of ``items`` items of ``dataset``, running and
+    generated: (server, the table's bytes of JSON, the sum of its ``balance`` to check loads by)."""
+    # The local servers check no signature, but clients sign: any credentials do.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    generate = DATASETS[dataset]
+    server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, generate, items)])
+    server.start()
+    server.warm(TABLE)
+    return server, server.table_size(TABLE), expected_sum(items, generate)
+
+
 def check(dsn: str, schema: str) -> tuple[int, int, str]:
     """Rows, distinct keys and the sum of ``balance`` in ``schema``'s table."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -203,16 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    # The local servers check no signature, but clients sign: any credentials do.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    generate = DATASETS[args.dataset]
-    server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, generate, args.items)])
-    endpoint = server.start()
+    server, source_bytes, want_sum = serve(args.dataset, args.items)
+    endpoint = server.endpoint
     server.latency = args.latency
-    server.warm(TABLE)
-    source_bytes = server.table_size(TABLE)
-    want_sum = expected_sum(args.items, generate)
     try:
         with machine.postgres(args.dsn) as pg:
             dsn, pg_version = pg.dsn, pg.version

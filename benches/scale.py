@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benches import machine
-from benches.migrate import DATASETS, TABLE, expected_sum, run_once
-from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec
+from benches.migrate import DATASETS, run_once, serve
 
 TENTHS = 10
 CHOICES = {"primary key during the load": (), "primary key after the load": ("--defer-primary-key",)}
@@ -59,14 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dsn", default=os.environ.get("PODYN_TEST_DSN"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    generate = DATASETS[args.dataset]
-    server = ScanServer([TableSpec(TABLE, TYPICAL_KEYS, generate, args.items)])
-    endpoint = server.start()
-    server.warm(TABLE)
-    source_bytes = server.table_size(TABLE)
-    want_sum = expected_sum(args.items, generate)
+    server, source_bytes, want_sum = serve(args.dataset, args.items)
+    endpoint = server.endpoint
     runs: list[dict[str, Any]] = []
     try:
         with machine.postgres(args.dsn) as pg:
