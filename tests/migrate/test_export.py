@@ -87,6 +87,26 @@ def test_an_export_loads_exactly(migrate: Migrator, dynamodb: Any, s3: Any) -> N
     _check(migrate, items)
 
 
+def test_an_export_in_jsonb_mode_and_with_lower_case_columns(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
+    # The options of the codec work on an export's lines as on a Scan's pages.
+    items = [*_items(800), json.loads(typical_item(9)) | {"pk": {"S": "u"}, "sk": {"N": "1"}, "MixedCase": {"N": "1"}}]
+    written = _export(s3, dynamodb, items, files=3)
+    for option in ("-m jsonb", "-lc"):
+        target, state_schema = migrate.schema(option[-2:]), migrate.schema(f"{option[-2:]}_st")
+        done = migrate(*_args(migrate, written, *option.split()), target=target, state=state_schema)
+        assert_ok(done)
+        with psycopg.connect(migrate.dsn, autocommit=True) as conn:
+            found = state.get_table(conn, state_schema, "Orders")
+            assert found is not None
+            layout = state.layout(conn, state_schema, found)
+            reference.check_table(conn, target, found.target_table, layout, items)
+            names = layout.column_names
+        if option == "-lc":
+            assert "mixedcase" in names and "MixedCase" not in names, names
+        else:
+            assert names == ["pk", "sk", "data"], names
+
+
 def test_sigkill_at_random_moments_then_rerun(migrate: Migrator, dynamodb: Any, s3: Any) -> None:
     items = _items(60_000)
     written = _export(s3, dynamodb, items, files=8)
