@@ -108,9 +108,10 @@ def index_statements(table: state.TableState, layout: Layout) -> list[sql.Compos
 def defer_primary_key(conn: psycopg.Connection[Any], cfg: MigrateConfig, source: SourceTable) -> bool:
     """Whether a table's first run builds its primary key after the load: as ``--defer-primary-key``
     or ``--no-defer-primary-key`` say, else when this run loads a table larger than the server's
-    shared_buffers. Past that size the key's btree leaves no longer stay in memory, and every
-    row (in a Scan's hash order: at a random place of the btree) costs a read, where one sorted
-    build after the load does not (docs/postgres.md has the figures). Only the first run decides."""
+    shared_buffers. Past that size the key's btree outgrows PostgreSQL's buffers (and, on a server
+    with less memory than the table, the page cache): each row, in a Scan's hash order, lands at a
+    random place of it, where one sorted build after the load reads nothing twice (docs/postgres.md
+    has the figures). Only the first run decides."""
     if cfg.defer_primary_key is not None:
         return cfg.defer_primary_key
     if not cfg.load:
