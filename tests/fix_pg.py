@@ -96,6 +96,21 @@ def committed_items(dsn: str, state_schema: str, table: str) -> int:
             return 0
 
 
+def segment_holders(dsn: str, state_schema: str) -> list[str]:
+    """The owner of each segment (or export data file) held now (none before the state schema
+    exists)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            rows = conn.execute(
+                sql.SQL("SELECT owner FROM {} WHERE owner IS NOT NULL AND NOT done").format(
+                    sql.Identifier(state_schema, "segments")
+                )
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+    return [owner for (owner,) in rows]
+
+
 def applied_records(dsn: str, state_schema: str) -> int:
     """Stream records the followers of ``state_schema`` have committed so far."""
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -21,7 +21,7 @@ from psycopg.rows import TupleRow
 from podyn_fast import state
 from tests import reference
 from tests.corpus import CORPUS
-from tests.fix_pg import committed_items
+from tests.fix_pg import committed_items, segment_holders
 from tests.moto_migrate import (
     PODYN,
     Migrator,
@@ -130,20 +130,6 @@ def test_sigkill_at_random_moments_then_rerun(migrate: Migrator, dynamodb: Any, 
     _check(migrate, items)
 
 
-def _holders(dsn: str, schema: str) -> set[str]:
-    """The owners holding a data file of the export now."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        try:
-            rows = conn.execute(
-                sql.SQL("SELECT DISTINCT owner FROM {} WHERE owner IS NOT NULL AND NOT done").format(
-                    sql.Identifier(schema, "segments")
-                )
-            ).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return set()
-    return {owner for (owner,) in rows}
-
-
 def test_two_hosts_share_an_export_and_the_survivor_finishes_it(
     migrate: Migrator, dynamodb: Any, s3: Any, moto_endpoint: str
 ) -> None:
@@ -157,7 +143,8 @@ def test_two_hosts_share_an_export_and_the_survivor_finishes_it(
     try:
         cmd = [*migrate.command(), "--export", written.url, "--s3-endpoint-url", proxy.url, "--workers", "2"]
         with running(cmd) as doomed, running(cmd) as survivor:
-            doomed.wait_for(lambda: len(_holders(migrate.dsn, migrate.state)) >= 3, "both hosts hold files")
+            # Two workers of each: three holders or more means both hosts hold files.
+            doomed.wait_for(lambda: len(set(segment_holders(migrate.dsn, migrate.state))) >= 3, "both hosts hold")
             doomed.proc.kill()  # its workers follow it (they watch their parent)
             assert survivor.finish(timeout=240) == 0, survivor.stderr()
             assert "taking over" in survivor.stderr(), survivor.stderr()

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from podyn_fast import state
 from tests import reference
-from tests.fix_pg import committed_items
+from tests.fix_pg import committed_items, segment_holders
 from tests.fix_scan_server import migrate_cmd
 from tests.proc import running
 from tests.servers.scan import TYPICAL_KEYS, ScanServer, TableSpec, typical_item
@@ -58,19 +58,6 @@ def _exact(dsn: str, schemas: tuple[str, str], table: str, items: int) -> None:
             [sql.Identifier(schemas[0], table).as_string(conn)],
         ).fetchone()
         assert primary == (1,)
-
-
-def _owners(dsn: str, schema: str) -> list[str]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        try:
-            rows = conn.execute(
-                sql.SQL("SELECT owner FROM {} WHERE owner IS NOT NULL AND NOT done").format(
-                    sql.Identifier(schema, "segments")
-                )
-            ).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return []
-    return [owner for (owner,) in rows]
 
 
 def _all_done(dsn: str, schema: str, table: str) -> bool:
@@ -155,7 +142,7 @@ def test_a_holder_frozen_past_its_lease_is_taken_over_and_steps_aside(
         # Frozen at work on two segments, past its first commit: frozen inside the ALTER TABLE that
         # adds the columns, it would hold the table's lock and stop every other loader with it.
         deadline = time.monotonic() + 60
-        while len(_owners(pg_dsn, schemas[1])) < 2 or committed_items(pg_dsn, schemas[1], table) == 0:
+        while len(segment_holders(pg_dsn, schemas[1])) < 2 or committed_items(pg_dsn, schemas[1], table) == 0:
             assert time.monotonic() < deadline and frozen.alive(), frozen.stderr()
             time.sleep(0.1)
         group = os.getpgid(frozen.proc.pid)
