@@ -640,6 +640,9 @@ class ScanServer(ServerBase[TableStats]):
             self.add_table(spec)
         self._stall_until = self._stall_seconds = 0.0
         self._stall_after = 0
+        # Set by reset_faults: a request stalled by a test ends with it, rather than wake up in a
+        # later test and count in its stats.
+        self._unstalled = threading.Event()
         self.bad_body_rate = 0.0
         """Fraction of Scan answers whose body is cut short (with a CRC header that matches the cut
         body, as a buggy server or proxy would send): the client must ask again."""
@@ -652,12 +655,14 @@ class ScanServer(ServerBase[TableStats]):
         with self._lock:
             self._stall_after, self._stall_seconds = after_pages, seconds
             self._stall_until = time.monotonic() + seconds if after_pages == 0 else 0.0
+            self._unstalled.clear()
 
     def reset_faults(self) -> None:
         super().reset_faults()
         with self._lock:
             self._stall_until = self._stall_seconds = 0.0
             self._stall_after = 0
+            self._unstalled.set()
         self.bad_body_rate = 0.0
 
     # Tables ------------------------------------------------------------------------------------
@@ -737,7 +742,7 @@ class ScanServer(ServerBase[TableStats]):
                 self._stall_until, self._stall_seconds = time.monotonic() + self._stall_seconds, 0.0
             stalled = self._stall_until - time.monotonic()
         if stalled > 0:
-            time.sleep(stalled)
+            self._unstalled.wait(stalled)
         scan = _parse_scan(req)
         table = self._table(scan.params.table, "Requested resource not found")
         segment = table.segment(scan.total, scan.segment)

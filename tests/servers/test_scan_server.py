@@ -551,6 +551,22 @@ def test_server_errors_and_bad_checksums_are_retried(fast_dynamo: ScanServer) ->
     assert stats.requests == len(pages) + stats.errors + stats.crc_errors
 
 
+def test_a_stalled_request_ends_with_its_test(fast_dynamo: ScanServer) -> None:
+    # A request stalled by one test used to sleep out its stall and then count in the stats of
+    # whichever test ran by then (a suite-order flake of the stats assertions): reset_faults,
+    # which ends every test, releases it.
+    fast_dynamo.stall(60)
+    raw = RawDynamo(endpoint_url=fast_dynamo.endpoint, region=REGION)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(raw.scan_page, TYPICAL, limit=1)
+        time.sleep(0.5)
+        assert not answer.done()
+        started = time.monotonic()
+        fast_dynamo.reset_faults()
+        assert orjson.loads(answer.result(timeout=10))["Count"] == 1
+        assert time.monotonic() - started < 5
+
+
 def test_fault_rates_are_checked(fast_dynamo: ScanServer) -> None:
     with pytest.raises(ValueError, match="at most 1"):
         fast_dynamo.set_faults(throttle_rate=0.6, error_rate=0.6)
