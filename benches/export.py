@@ -102,7 +102,8 @@ def _runs(
         run = run_once(dsn, endpoint, int(w), None, 2 * n + 1, postmaster, extra=export_args, source_pid=moto_pid)
         runs.append(run | {"source": "export"})
     layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
-    ceiling = baselines.ceiling(dsn, "bench_ceiling", TABLE, layout, scan_pages(iter(items)), 1)
+    pages = scan_pages(orjson.dumps(item) for item in items)
+    ceiling = baselines.ceiling(dsn, "bench_ceiling", TABLE, layout, pages, 1)
     rows = check(dsn, "bench_ceiling")
     return runs, ceiling, rows[0] == rows[1] == args.items, pg.version
 

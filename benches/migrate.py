@@ -306,7 +306,7 @@ def _baselines(
     endpoint = server.endpoint
     layout = _core.Layout(TYPICAL_KEYS, runs[-1]["columns"])
     generate = DATASETS[args.dataset]
-    pages = scan_pages(orjson.loads(generate(i)) for i in server.scan_order(TABLE))
+    pages = scan_pages(generate(i) for i in server.scan_order(TABLE))
     out: list[dict[str, Any]] = []
 
     def record(name: str, seconds: float, items: int, schema: str) -> None:

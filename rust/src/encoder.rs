@@ -1,16 +1,16 @@
 //! Raw DynamoDB bodies to binary COPY rows for one table layout.
 //!
-//! Each item is read twice: a first pass checks its syntax and records, for every attribute, the
-//! span of its value and the column it maps to; a second pass writes the row, column by column in
-//! layout order, reading each value from its span. Nothing is allocated per item: the spans, slots
-//! and scratch buffers are reused.
+//! Each item is read once: every attribute's value is converted as it is read, into a field of its
+//! column (or a member of the document column) in a per-item buffer; the row is then put together
+//! column by column in layout order from those fields. Nothing is allocated per item: the fields,
+//! slots and scratch buffers are reused.
 
 use crate::error::{CoreError, CoreResult, Reason};
 use crate::json::{write_escaped, JsonResult, RawStr, Reader};
 use crate::layout::{Layout, Mode};
 use crate::pgcopy::jsonb;
 use crate::pgcopy::{self, Scratch};
-use crate::typed::{self, Typed};
+use crate::typed;
 use crate::types::{ColumnType, DynType};
 
 /// An item that cannot be represented, with what is needed to find and replay it.
@@ -53,21 +53,19 @@ pub struct ScanPage {
 #[derive(Clone, Copy)]
 struct Attr<'a> {
     name: RawStr<'a>,
-    /// The typed value object, `{"S":"x"}`.
+    /// The typed value object, `{"S":"x"}`, for the key of a reject.
     object: &'a [u8],
-    ty: DynType,
-    /// The value after the tag, `"x"`.
-    value: &'a [u8],
-    /// The value when it is a string, as read in the first pass (not read again in the second).
-    text: Option<RawStr<'a>>,
-    /// True when the attribute has no column and goes to the document column.
-    unmapped: bool,
+    /// Its column's field in `Encoder::fields` (empty when it has no column).
+    field: Span,
+    /// Its `"name":value` member of the document column in `Encoder::fields`, if it has one.
+    member: Option<Span>,
 }
 
-/// Where an item's first pass ended up.
-enum Pass1 {
-    Ok,
-    Reject(Reason),
+/// A range of `Encoder::fields`.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
 pub(crate) fn bad_body(offset: usize, why: &str) -> CoreError {
@@ -80,6 +78,8 @@ pub struct Encoder<'l, 'a> {
     attrs: Vec<Attr<'a>>,
     /// For each column, 1 + the index in `attrs` of its value, or 0.
     slots: Vec<u32>,
+    /// The current item's fields and document members, converted as they were read.
+    fields: Vec<u8>,
     pub(crate) scratch: Scratch,
     name: Vec<u8>,
     /// The attribute names of the previous item, by position, with their layout entries: items of
@@ -101,6 +101,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
             layout,
             attrs: Vec::new(),
             slots: vec![0; layout.columns.len()],
+            fields: Vec::new(),
             scratch: Scratch::default(),
             name: Vec::new(),
             predicted: Vec::new(),
@@ -110,7 +111,6 @@ impl<'l, 'a> Encoder<'l, 'a> {
 
     /// Encode the raw body of a Scan response.
     pub fn scan_page(mut self, body: &'a [u8]) -> CoreResult<ScanPage> {
-        check_utf8(body)?;
         // Rows are smaller than the JSON they come from: one reservation covers the page.
         self.out.rows.reserve(body.len());
         let mut r = Reader::new(body);
@@ -165,7 +165,6 @@ impl<'l, 'a> Encoder<'l, 'a> {
 
     /// Encode one item given as a DynamoDB attribute map (a stream image or an export line's Item).
     pub fn item(mut self, body: &'a [u8]) -> CoreResult<Encoded> {
-        check_utf8(body)?;
         let mut r = Reader::new(body);
         if r.peek() != Some(b'{') {
             return Err(bad_body(r.pos, "an item must be a JSON object"));
@@ -181,7 +180,6 @@ impl<'l, 'a> Encoder<'l, 'a> {
     /// `{"Item":{…}}` a line, `body` holding whole lines. A line that is not such an object makes
     /// the whole body unreadable (the file is damaged); an item that cannot be stored is a reject.
     pub fn export_lines(mut self, body: &'a [u8]) -> CoreResult<Encoded> {
-        check_utf8(body)?;
         self.out.rows.reserve(body.len());
         let mut r = Reader::new(body);
         while !r.at_end() {
@@ -234,142 +232,155 @@ impl<'l, 'a> Encoder<'l, 'a> {
         self.out.item_count += 1;
         r.ws();
         let start = r.pos;
-        let outcome = self.pass1(r)?;
+        let verdict = self.read_item(r)?;
         let item = &r.buf[start..r.pos];
-        // Once an attribute is missing from the layout the page is encoded again after the
-        // columns are added: writing rows now would be wasted work.
-        if !self.out.unknown.is_empty() {
-            self.clear_slots();
-            return Ok(());
+        match verdict {
+            // Once an attribute is missing from the layout the page is encoded again after the
+            // columns are added: writing rows now would be wasted work.
+            Ok(()) if !self.out.unknown.is_empty() => {}
+            Ok(()) => self.write_row(),
+            Err(reason) => {
+                let key = self.key_json();
+                self.out.rejects.push(Reject { key, item: item.to_vec(), reason: reason.into_owned() });
+            }
         }
-        let result = match outcome {
-            Pass1::Reject(why) => Err(why),
-            Pass1::Ok => self.pass2(),
-        };
-        if let Err(reason) = result {
-            let key = self.key_json();
-            self.out.rejects.push(Reject { key, item: item.to_vec(), reason: reason.into_owned() });
-        }
-        self.clear_slots();
+        self.slots.fill(0);
+        self.attrs.clear();
+        self.fields.clear();
         Ok(())
     }
 
-    fn clear_slots(&mut self) {
-        self.slots.fill(0);
-        self.attrs.clear();
-    }
-
-    /// Read the item's attributes and map them to columns. Syntax errors end the whole call;
-    /// anything else about the item is a reject.
-    fn pass1(&mut self, r: &mut Reader<'a>) -> JsonResult<Pass1> {
+    /// Read the item, converting each attribute into its field. Syntax errors end the whole call;
+    /// anything else about the item is a reject, and the rest of the item is only checked for
+    /// syntax.
+    fn read_item(&mut self, r: &mut Reader<'a>) -> JsonResult<Result<(), Reason>> {
         if r.peek() != Some(b'{') {
             r.skip_value()?;
-            return Ok(Pass1::Reject("item is not a JSON object".into()));
+            return Ok(Err("item is not a JSON object".into()));
         }
         r.pos += 1;
-        let mut verdict: Option<Reason> = None;
+        let mut verdict: Result<(), Reason> = Ok(());
         let mut more = !r.eat_if(b'}');
         while more {
             let name = r.string()?;
             r.eat(b':', "expected ':'")?;
             r.ws();
-            let obj_start = r.pos;
-            match typed::read(r, &mut self.name)? {
-                Ok(Typed { ty, value, text }) => {
-                    let object = &r.buf[obj_start..r.pos];
-                    let attr = Attr { name, object, ty, value, text, unmapped: false };
-                    if verdict.is_none() {
-                        verdict = self.map_attribute(attr).err();
-                    } else {
-                        self.attrs.push(attr);
-                    }
-                }
-                Err(why) => {
-                    // Skip the rest of the malformed value object to find the next attribute.
-                    r.pos = obj_start;
+            let object_start = r.pos;
+            let mut attr = Attr { name, object: &[], field: Span::default(), member: None };
+            if verdict.is_ok() {
+                if let Err(why) = self.read_attribute(r, &mut attr) {
+                    // Find the next attribute: skip the whole object, checking its syntax.
+                    r.pos = object_start;
                     r.skip_value()?;
-                    verdict.get_or_insert(why);
+                    verdict = Err(why);
                 }
+            } else {
+                r.skip_value()?;
             }
+            attr.object = &r.buf[object_start..r.pos];
+            self.attrs.push(attr);
             more = r.eat_if(b',');
             if !more {
                 r.eat(b'}', "expected ',' or '}' in an item")?;
             }
         }
-        if verdict.is_none() {
-            verdict = self.check_keys().err();
-        }
-        Ok(verdict.map_or(Pass1::Ok, Pass1::Reject))
+        Ok(verdict.and_then(|()| self.check_keys()))
     }
 
-    /// Record an attribute, find its column, and note it when the layout lacks one.
-    fn map_attribute(&mut self, mut attr: Attr<'a>) -> Result<(), Reason> {
-        let position = self.attrs.len();
-        let entry = if attr.name.escaped {
-            self.name.clear();
-            crate::json::unescape(attr.name.raw, &mut self.name)
-                .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
-            // Only an escape can produce U+0000: the reader refuses raw control characters.
-            pgcopy::nul::check(&self.name, "attribute name", "column names and jsonb keys")?;
-            self.layout.attribute_index(&self.name)
-        } else {
-            let raw = attr.name.raw;
-            match self.predicted.get(position) {
-                Some(&(seen, entry)) if seen == raw => entry,
-                _ => {
-                    let entry = self.layout.attribute_index(raw);
-                    self.predicted.truncate(position);
-                    self.predicted.push((raw, entry));
-                    entry
-                }
-            }
-        };
+    /// Read one typed value object into its column's field and, where it belongs there, its
+    /// member of the document column; note it when the layout lacks its column.
+    fn read_attribute(&mut self, r: &mut Reader<'a>, attr: &mut Attr<'a>) -> Result<(), Reason> {
+        let ty = typed::open(r, &mut self.name).map_err(|_| Reason::from("attribute value is malformed"))??;
+        let value_start = r.pos;
+        let entry = self.attribute_entry(attr.name)?;
         let name: &[u8] = if attr.name.escaped { &self.name } else { attr.name.raw };
-        let index = position as u32 + 1;
-        let col_ty = attr.ty.column_type();
+        let col_ty = ty.column_type();
         let known = entry.map(|e| self.layout.attributes_at(e));
         if let Some(key_ty) = known.and_then(|k| k.key) {
             if col_ty != Some(key_ty) {
                 return Err(format!(
                     "key attribute {:?} has type {}, the key schema says {}",
                     String::from_utf8_lossy(name),
-                    attr.ty.tag(),
+                    ty.tag(),
                     key_ty.sql()
                 )
                 .into());
             }
         }
-        match (col_ty, known.and_then(|k| col_ty.and_then(|t| k.column_for(t)))) {
-            (_, Some(col)) => {
-                let slot = &mut self.slots[usize::from(col)];
-                if *slot != 0 {
-                    return Err(format!("attribute {:?} appears twice", String::from_utf8_lossy(name)).into());
-                }
-                *slot = index;
+        let column = known.and_then(|k| col_ty.and_then(|t| k.column_for(t)));
+        let named = |why: Reason| Reason::from(format!("attribute {:?}: {why}", String::from_utf8_lossy(name)));
+        let mut consumed = false;
+        if let Some(col) = column {
+            let slot = &mut self.slots[usize::from(col)];
+            if *slot != 0 {
+                return Err(format!("attribute {:?} appears twice", String::from_utf8_lossy(name)).into());
             }
-            // NULL creates no column: the attribute's columns, if any, stay NULL.
-            (None, None) => attr.unmapped = true,
-            (Some(ty), None) => {
-                attr.unmapped = true;
-                if self.layout.mode == Mode::Columns && self.layout.document.is_none() {
-                    if name.is_empty() {
-                        return Err("empty attribute name cannot be a column".into());
-                    }
-                    if !self.out.unknown.iter().any(|(n, t)| n.as_bytes() == name && *t == ty) {
-                        // A value that could never be stored must not create a column: check it
-                        // now (rare: only the first time an attribute is seen) and reject instead.
-                        let mut probe = Vec::new();
-                        pgcopy::write_field(ty, attr.ty, attr.value, attr.text, &mut probe, &mut self.scratch)
-                            .map_err(|why| format!("attribute {:?}: {why}", String::from_utf8_lossy(name)))?;
-                        // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
-                        let n = String::from_utf8_lossy(name).into_owned();
-                        self.out.unknown.push((n, ty));
-                    }
-                }
+            *slot = self.attrs.len() as u32 + 1;
+            let start = self.fields.len();
+            let col_ty = self.layout.columns[usize::from(col)].ty;
+            pgcopy::write_field(col_ty, ty, r, &mut self.fields, &mut self.scratch).map_err(named)?;
+            attr.field = span(start, self.fields.len());
+            consumed = true;
+        }
+        let to_document = match self.layout.mode {
+            Mode::Jsonb => true,
+            Mode::Columns => self.layout.document.is_some() && column.is_none() && ty != DynType::Null,
+        };
+        if to_document {
+            // Only key and registered columns in jsonb mode are also in the document: scalars,
+            // cheap to read a second time.
+            r.pos = value_start;
+            let start = self.fields.len();
+            jsonb::write_string(attr.name, &mut self.fields, &mut self.scratch)?;
+            self.fields.push(b':');
+            jsonb::write_from(ty, r, &mut self.fields, &mut self.scratch, 0).map_err(named)?;
+            attr.member = Some(span(start, self.fields.len()));
+            consumed = true;
+        }
+        if let (None, Some(new_ty), Mode::Columns, None) = (column, col_ty, self.layout.mode, &self.layout.document) {
+            if name.is_empty() {
+                return Err("empty attribute name cannot be a column".into());
+            }
+            // A value that could never be stored must not create a column: convert it now, and
+            // reject the item instead.
+            let start = self.fields.len();
+            pgcopy::write_field(new_ty, ty, r, &mut self.fields, &mut self.scratch).map_err(named)?;
+            self.fields.truncate(start);
+            consumed = true;
+            if !self.out.unknown.iter().any(|(n, t)| n.as_bytes() == name && *t == new_ty) {
+                // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
+                self.out.unknown.push((String::from_utf8_lossy(name).into_owned(), new_ty));
             }
         }
-        self.attrs.push(attr);
-        Ok(())
+        if !consumed {
+            // NULL without a column: nothing is stored.
+            r.skip_value().map_err(|_| Reason::from("attribute value is malformed"))?;
+        }
+        typed::close(r)
+    }
+
+    /// The layout entry of an attribute name. Items of one table mostly list attributes in the
+    /// same order, so a comparison with the previous item's name at this position replaces the
+    /// hash lookup. An escaped name is decoded into `self.name`.
+    fn attribute_entry(&mut self, name: RawStr<'a>) -> Result<Option<u32>, Reason> {
+        if name.escaped {
+            self.name.clear();
+            crate::json::unescape(name.raw, &mut self.name)
+                .map_err(|e| Reason::from(format!("attribute name: {e}")))?;
+            // Only an escape can produce U+0000: the reader refuses raw control characters.
+            pgcopy::nul::check(&self.name, "attribute name", "column names and jsonb keys")?;
+            return Ok(self.layout.attribute_index(&self.name));
+        }
+        let position = self.attrs.len();
+        Ok(match self.predicted.get(position) {
+            Some(&(seen, entry)) if seen == name.raw => entry,
+            _ => {
+                let entry = self.layout.attribute_index(name.raw);
+                self.predicted.truncate(position);
+                self.predicted.push((name.raw, entry));
+                entry
+            }
+        })
     }
 
     fn check_keys(&self) -> Result<(), Reason> {
@@ -381,66 +392,49 @@ impl<'l, 'a> Encoder<'l, 'a> {
         Ok(())
     }
 
-    /// Write the row from the mapped attributes; on a reject, take back what was written.
-    fn pass2(&mut self) -> Result<(), Reason> {
-        let row_start = self.out.rows.len();
-        let result = self.write_row();
-        match result {
-            Ok(()) => self.out.row_count += 1,
-            Err(_) => self.out.rows.truncate(row_start),
-        }
-        result
-    }
-
-    fn write_row(&mut self) -> Result<(), Reason> {
+    /// Put the row together from the fields converted while reading, in layout order.
+    fn write_row(&mut self) {
         let out = &mut self.out.rows;
         out.extend_from_slice(&(self.layout.width() as i16).to_be_bytes());
-        for (col, &slot) in self.layout.columns.iter().zip(&self.slots) {
+        for &slot in &self.slots {
             if slot == 0 {
                 pgcopy::write_null(out);
             } else {
-                let a = &self.attrs[slot as usize - 1];
-                pgcopy::write_field(col.ty, a.ty, a.value, a.text, out, &mut self.scratch).map_err(|why| {
-                    Reason::from(format!("attribute {:?}: {why}", String::from_utf8_lossy(a.name.raw)))
-                })?;
+                let f = self.attrs[slot as usize - 1].field;
+                out.extend_from_slice(&self.fields[f.start as usize..f.end as usize]);
             }
         }
         if self.layout.document.is_some() {
-            let whole = self.layout.mode == Mode::Jsonb;
-            if !whole && !self.attrs.iter().any(|a| a.unmapped && a.ty != DynType::Null) {
+            let mut members = self.attrs.iter().filter_map(|a| a.member).peekable();
+            if members.peek().is_none() && self.layout.mode == Mode::Columns {
                 pgcopy::write_null(out);
-                return Ok(());
-            }
-            let at = out.len();
-            out.extend_from_slice(&[0, 0, 0, 0, 1]);
-            out.push(b'{');
-            let mut first = true;
-            for a in &self.attrs {
-                if !(whole || (a.unmapped && a.ty != DynType::Null)) {
-                    continue;
+            } else {
+                let at = out.len();
+                out.extend_from_slice(&[0, 0, 0, 0, 1]);
+                out.push(b'{');
+                for (i, m) in members.enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&self.fields[m.start as usize..m.end as usize]);
                 }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                jsonb::write_string(a.name, out, &mut self.scratch)?;
-                out.push(b':');
-                jsonb::write_value(a.ty, a.value, out, &mut self.scratch, 0).map_err(|why| {
-                    Reason::from(format!("attribute {:?}: {why}", String::from_utf8_lossy(a.name.raw)))
-                })?;
+                out.push(b'}');
+                let len = (out.len() - at - 4) as i32;
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
             }
-            out.push(b'}');
-            let len = (out.len() - at - 4) as i32;
-            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
-        Ok(())
+        self.out.row_count += 1;
     }
 
     /// The key attributes of the current item as DynamoDB JSON, for the reject table.
+    /// Only attributes of the key schema's type count: one of another type is not the key.
     fn key_json(&mut self) -> Vec<u8> {
         let mut out = vec![b'{'];
-        for (name, _) in &self.layout.keys {
-            let found = self.attrs.iter().find(|a| a.name.decoded(&mut self.name).is_ok_and(|n| n == name.as_bytes()));
+        for (name, ty) in &self.layout.keys {
+            let found = self.attrs.iter().find(|a| {
+                a.name.decoded(&mut self.name).is_ok_and(|n| n == name.as_bytes())
+                    && typed::open(&mut Reader::new(a.object), &mut self.scratch.text).is_ok_and(|t| t == Ok(*ty))
+            });
             if let Some(a) = found {
                 if out.len() > 1 {
                     out.push(b',');
@@ -455,8 +449,8 @@ impl<'l, 'a> Encoder<'l, 'a> {
     }
 }
 
-pub(crate) fn check_utf8(body: &[u8]) -> CoreResult<()> {
-    std::str::from_utf8(body).map(|_| ()).map_err(|e| bad_body(e.valid_up_to(), "invalid UTF-8"))
+fn span(start: usize, end: usize) -> Span {
+    Span { start: start as u32, end: end as u32 }
 }
 
 fn consumed_capacity(r: &mut Reader<'_>) -> JsonResult<Option<f64>> {
@@ -590,6 +584,11 @@ mod tests {
         let body = page(r#"{"sk":{"N":"1"},"pk":{"S":"k"},"n":{"N":"x"}}"#);
         let e = Encoder::new(&l).scan_page(body.as_bytes()).unwrap().encoded;
         assert_eq!(e.rejects[0].key, br#"{"pk":{"S":"k"},"sk":{"N":"1"}}"#);
+        // A key attribute of another type is not part of the key, wherever it comes in the item.
+        for item in [r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#, r#"{"t":{"Q":"x"},"pk":{"N":"1"},"sk":{"N":"1"}}"#] {
+            let e = Encoder::new(&l).scan_page(page(item).as_bytes()).unwrap().encoded;
+            assert_eq!(e.rejects[0].key, br#"{"sk":{"N":"1"}}"#, "{item}");
+        }
     }
 
     #[test]

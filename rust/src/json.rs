@@ -3,7 +3,8 @@
 //! Values are not materialised: the reader validates syntax and hands out byte ranges of the input,
 //! which the encoders read a second time only for the values they emit. Strings are returned raw
 //! (still escaped) with a flag telling whether they contain escapes, so the common case copies
-//! bytes without decoding. The whole body is checked to be UTF-8 once, before reading.
+//! bytes without decoding. UTF-8 is checked where it can occur, inside strings, as they are read:
+//! anywhere else JSON's grammar admits only ASCII, so a body read without error is valid UTF-8.
 
 /// A syntax error: where, and what was expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,41 +110,56 @@ impl<'a> Reader<'a> {
             return self.err("expected a string");
         }
         let start = self.pos + 1;
-        // Most strings (names, type tags, values) have no escape: find the quote and be done.
-        let end = find_special(self.buf, start);
-        if self.buf.get(end) == Some(&b'"') {
-            self.pos = end + 1;
-            return Ok(RawStr { raw: &self.buf[start..end], escaped: false });
+        // Most strings (names, type tags, values) are plain ASCII: find the quote and be done.
+        let mut end = find_special::<true>(self.buf, start);
+        let mut escaped = false;
+        if self.buf.get(end) != Some(&b'"') {
+            // Both paths meet on scalars, not on a RawStr: a struct built in memory on one path
+            // and read whole after the merge stalled the load (store forwarding) on every string.
+            (end, escaped) = self.string_rest(end)?;
         }
-        self.string_rest(start, end)
+        self.pos = end + 1;
+        Ok(RawStr { raw: &self.buf[start..end], escaped })
     }
 
-    /// The rest of a string from its first escape (or control character) at `pos`.
+    /// The rest of a string from its first escape, non-ASCII byte or control character at `pos`:
+    /// the position of its closing quote, and whether it holds an escape.
     #[inline(never)]
-    fn string_rest(&mut self, start: usize, pos: usize) -> JsonResult<RawStr<'a>> {
+    fn string_rest(&mut self, pos: usize) -> JsonResult<(usize, bool)> {
         self.pos = pos;
+        let mut escaped = false;
         loop {
             match self.buf.get(self.pos) {
-                Some(b'"') => {
-                    let raw = &self.buf[start..self.pos];
-                    self.pos += 1;
-                    return Ok(RawStr { raw, escaped: true });
-                }
-                Some(b'\\') => match self.buf.get(self.pos + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
-                    Some(b'u') => {
-                        let hex = self.buf.get(self.pos + 2..self.pos + 6);
-                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                            return self.err("invalid \\u escape");
-                        }
-                        self.pos += 6;
+                Some(b'"') => return Ok((self.pos, escaped)),
+                Some(0x80..) => {
+                    // A run up to the next quote, escape or control character: those are ASCII,
+                    // so they never cut a character in two, and the run is valid alone or not.
+                    let end = find_special::<false>(self.buf, self.pos);
+                    if let Err(e) = std::str::from_utf8(&self.buf[self.pos..end]) {
+                        self.pos += e.valid_up_to();
+                        return self.err("invalid UTF-8 in a string");
                     }
-                    _ => return self.err("invalid escape"),
-                },
+                    self.pos = end;
+                    continue;
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match self.buf.get(self.pos + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                        Some(b'u') => {
+                            let hex = self.buf.get(self.pos + 2..self.pos + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return self.err("invalid \\u escape");
+                            }
+                            self.pos += 6;
+                        }
+                        _ => return self.err("invalid escape"),
+                    }
+                }
                 Some(_) => return self.err("control character in a string"),
                 None => return self.err("unterminated string"),
             }
-            self.pos = find_special(self.buf, self.pos);
+            self.pos = find_special::<true>(self.buf, self.pos);
         }
     }
 
@@ -358,24 +374,27 @@ fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(LOW_BITS) & !w & HIGH_BITS
 }
 
-/// The position of the first `"`, `\\` or control character at or after `pos` (or the end).
-/// Eight bytes at a time: most strings in a Scan page are short, where calling memchr costs more
-/// than it saves.
+/// The position of the first `"`, `\\` or control character at or after `pos` (or the end), and
+/// with `NON_ASCII` of the first byte above 0x7F too. Eight bytes at a time: most strings in a
+/// Scan page are short, where calling memchr costs more than it saves.
 #[allow(clippy::inline_always)] // see Reader::string
 #[inline(always)]
-fn find_special(buf: &[u8], mut pos: usize) -> usize {
+fn find_special<const NON_ASCII: bool>(buf: &[u8], mut pos: usize) -> usize {
     while let Some(chunk) = buf.get(pos..pos + 8) {
         let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let found = zero_bytes(w ^ (LOW_BITS * u64::from(b'"')))
+        let mut found = zero_bytes(w ^ (LOW_BITS * u64::from(b'"')))
             | zero_bytes(w ^ (LOW_BITS * u64::from(b'\\')))
             | (w.wrapping_sub(LOW_BITS * 0x20) & !w & HIGH_BITS);
+        if NON_ASCII {
+            found |= w & HIGH_BITS;
+        }
         if found != 0 {
             return pos + (found.trailing_zeros() / 8) as usize;
         }
         pos += 8;
     }
     while let Some(&b) = buf.get(pos) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
+        if b == b'"' || b == b'\\' || b < 0x20 || (NON_ASCII && b >= 0x80) {
             break;
         }
         pos += 1;
@@ -537,14 +556,42 @@ mod tests {
                 let mut buf = vec![b'a'; len];
                 buf.push(special);
                 buf.extend_from_slice(b"xyz\"");
-                assert_eq!(find_special(&buf, 0), len, "{len} {special}");
+                assert_eq!(find_special::<true>(&buf, 0), len, "{len} {special}");
+                assert_eq!(find_special::<false>(&buf, 0), len, "{len} {special}");
             }
             let mut high = "é".repeat(len).into_bytes();
             high.push(b'"');
-            assert_eq!(find_special(&high, 0), high.len() - 1);
+            assert_eq!(find_special::<false>(&high, 0), high.len() - 1);
+            assert_eq!(find_special::<true>(&high, 0), 0);
+            let mut late = vec![b'a'; len];
+            late.push(0xC3);
+            assert_eq!(find_special::<true>(&late, 0), len);
         }
         assert!(Reader::new(b"\"a\x01b\"").string().is_err());
         assert!(Reader::new(b"\"a\x00b\"").string().is_err());
+    }
+
+    #[test]
+    fn strings_are_checked_to_be_utf8() {
+        for good in ["\"é\"", "\"Café Zürich\"", "\"東京 \\n 😀\"", "\"a\\u00e9b é\""] {
+            let s = Reader::new(good.as_bytes()).string().unwrap();
+            assert_eq!(s.escaped, good.contains('\\'), "{good}");
+        }
+        for bad in [
+            &b"\"\xff\""[..],
+            b"\"ab\x80\"",
+            b"\"\xc3\"",
+            b"\"\xe6\x97\\n\"",
+            b"\"\xed\xa0\x80\"",
+            b"\"\xc0\xaf\"",
+            b"\"\xf4\x90\x80\x80\"",
+            b"\"ok \\n \xf0\x9f\x98\"",
+        ] {
+            let err = Reader::new(bad).string().unwrap_err();
+            assert_eq!(err.why, "invalid UTF-8 in a string", "{bad:?}");
+        }
+        // Outside strings only ASCII is JSON.
+        assert!(Reader::new(b"[1,\xc3\xa9]").skip_value().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::encoder::{bad_body, check_utf8, Encoded, Encoder, Reject};
+use crate::encoder::{bad_body, Encoded, Encoder, Reject};
 use crate::error::{CoreError, CoreResult, Reason};
 use crate::json::{JsonResult, RawStr, Reader, SyntaxError};
 use crate::pgcopy;
@@ -50,7 +50,6 @@ struct Record<'a> {
 impl<'a> Encoder<'_, 'a> {
     /// Encode a GetRecords response body.
     pub fn records(mut self, body: &'a [u8]) -> CoreResult<StreamBatch> {
-        check_utf8(body)?;
         let mut batch = StreamBatch::default();
         let mut records: Vec<Record<'a>> = Vec::new();
         let mut r = Reader::new(body);
@@ -138,9 +137,9 @@ impl<'a> Encoder<'_, 'a> {
         let mut out = Vec::new();
         for (name, ty) in &self.layout.keys {
             let col_ty = ty.column_type().ok_or_else(|| Reason::from("key type without a column type"))?;
-            let (value, text) = find_attribute(keys, name.as_bytes(), *ty)
+            let value = find_attribute(keys, name.as_bytes(), *ty)
                 .ok_or_else(|| Reason::from(format!("key attribute {name:?} is missing from Keys")))?;
-            pgcopy::write_field(col_ty, *ty, value, text, &mut out, &mut self.scratch)
+            pgcopy::write_field(col_ty, *ty, &mut Reader::new(value), &mut out, &mut self.scratch)
                 .map_err(|why| Reason::from(format!("key attribute {name:?}: {why}")))?;
         }
         Ok(out)
@@ -152,8 +151,8 @@ fn text(s: RawStr<'_>) -> String {
     String::from_utf8_lossy(s.decoded(&mut scratch).unwrap_or(s.raw)).into_owned()
 }
 
-/// Find `name` of type `ty` in an attribute map; returns its value text (and the string, if one).
-fn find_attribute<'a>(map: &'a [u8], name: &[u8], ty: DynType) -> Option<(&'a [u8], Option<RawStr<'a>>)> {
+/// Find `name` of type `ty` in an attribute map; returns its value text.
+fn find_attribute<'a>(map: &'a [u8], name: &[u8], ty: DynType) -> Option<&'a [u8]> {
     let mut r = Reader::new(map);
     r.eat(b'{', "").ok()?;
     if r.eat_if(b'}') {
@@ -165,7 +164,7 @@ fn find_attribute<'a>(map: &'a [u8], name: &[u8], ty: DynType) -> Option<(&'a [u
         r.eat(b':', "").ok()?;
         if key.decoded(&mut scratch).ok()? == name {
             let found = typed::read(&mut r, &mut scratch).ok()?.ok()?;
-            return (found.ty == ty).then_some((found.value, found.text));
+            return (found.ty == ty).then_some(found.value);
         }
         r.skip_value().ok()?;
         if !r.eat_if(b',') {

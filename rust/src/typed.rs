@@ -5,22 +5,77 @@
 //! malformed one is judged alike wherever it appears (top level, inside L or M, in `Keys`).
 
 use crate::error::Reason;
-use crate::json::{JsonResult, RawStr, Reader};
+use crate::json::{JsonResult, Reader};
 use crate::types::DynType;
 
-/// One typed value: its type, the JSON text after the tag, and that text read as a string when it
-/// is one (S, N and B values are strings; reading them once saves the writers a second pass).
+/// One typed value: its type and the JSON text after the tag.
 #[derive(Clone, Copy)]
 pub struct Typed<'a> {
     pub ty: DynType,
     pub value: &'a [u8],
-    pub text: Option<RawStr<'a>>,
 }
 
 /// Read `{"TAG":` and leave the reader at the value. The outer error is a syntax error (the body
 /// cannot be read); the inner one says why the object is not a typed value (the item is rejected).
 /// `scratch` holds the tag when it had to be unescaped.
+#[inline]
 pub fn open(r: &mut Reader<'_>, scratch: &mut Vec<u8>) -> JsonResult<Result<DynType, Reason>> {
+    if let Some((ty, len)) = compact_tag(r.buf, r.pos) {
+        r.pos += len;
+        return Ok(Ok(ty));
+    }
+    open_slowly(r, scratch)
+}
+
+/// Little-endian word of the first bytes of `s` (at most 8), for comparing prefixes in one step.
+const fn word(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        w |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    w
+}
+
+const fn mask(len: usize) -> u64 {
+    if len == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    }
+}
+
+/// Every tag as DynamoDB writes it, in compact JSON: `{"S":` and the like.
+const COMPACT_TAGS: [(u64, u64, DynType, usize); 10] = {
+    const fn tag(s: &[u8], ty: DynType) -> (u64, u64, DynType, usize) {
+        (word(s), mask(s.len()), ty, s.len())
+    }
+    [
+        tag(b"{\"S\":", DynType::S),
+        tag(b"{\"N\":", DynType::N),
+        tag(b"{\"M\":", DynType::M),
+        tag(b"{\"L\":", DynType::L),
+        tag(b"{\"SS\":", DynType::SS),
+        tag(b"{\"BOOL\":", DynType::Bool),
+        tag(b"{\"NULL\":", DynType::Null),
+        tag(b"{\"B\":", DynType::B),
+        tag(b"{\"NS\":", DynType::NS),
+        tag(b"{\"BS\":", DynType::BS),
+    ]
+};
+
+/// The type and length of a compact tag at `pos`: one 8-byte load and a few compares, where the
+/// general path reads the object, the string and the colon token by token.
+#[inline]
+fn compact_tag(buf: &[u8], pos: usize) -> Option<(DynType, usize)> {
+    // A tag is always followed by its value and the object's `}`, so 8 bytes are there.
+    let w = u64::from_le_bytes(buf.get(pos..pos + 8)?.try_into().ok()?);
+    COMPACT_TAGS.iter().find(|&&(tag, mask, _, _)| w & mask == tag).map(|&(_, _, ty, len)| (ty, len))
+}
+
+/// Any spelling of the tag: blanks, escapes.
+fn open_slowly(r: &mut Reader<'_>, scratch: &mut Vec<u8>) -> JsonResult<Result<DynType, Reason>> {
     if !r.eat_if(b'{') {
         return Ok(Err("attribute value is not a typed object like {\"S\": …}".into()));
     }
@@ -54,14 +109,9 @@ pub fn read<'a>(r: &mut Reader<'a>, scratch: &mut Vec<u8>) -> JsonResult<Result<
     };
     r.ws();
     let start = r.pos;
-    let text = if r.peek() == Some(b'"') {
-        Some(r.string()?)
-    } else {
-        r.skip_value()?;
-        None
-    };
+    r.skip_value()?;
     let value = &r.buf[start..r.pos];
-    Ok(close(r).map(|()| Typed { ty, value, text }))
+    Ok(close(r).map(|()| Typed { ty, value }))
 }
 
 #[cfg(test)]

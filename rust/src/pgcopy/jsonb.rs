@@ -23,6 +23,8 @@ fn shape(ty: DynType) -> Reason {
 /// Write a string as JSON: copied when it has no escapes (the reader refused raw control
 /// characters, so it is fit for PostgreSQL's JSON parser), else decoded and re-escaped, which also
 /// normalises escapes PostgreSQL would refuse. U+0000 cannot be stored in jsonb and is a reject.
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 pub fn write_string(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     if !s.escaped {
         out.push(b'"');
@@ -37,8 +39,15 @@ pub fn write_string(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> 
     Ok(())
 }
 
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn write_number(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     let text = s.decoded(&mut scratch.text).map_err(Reason::from)?;
+    // A short number is in numeric's range: copy it as it is when JSON reads it the same way.
+    if numeric::short(text).is_some() && numeric::is_json_number(text) {
+        out.extend_from_slice(text);
+        return Ok(());
+    }
     let d = numeric::parse(text, &mut scratch.digits)?;
     if numeric::is_json_number(text) {
         out.extend_from_slice(text);
@@ -48,6 +57,8 @@ fn write_number(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Resu
     Ok(())
 }
 
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn write_base64(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     let text = s.decoded(&mut scratch.text).map_err(Reason::from)?;
     base64::validate(text, &mut scratch.bytes).map_err(Reason::from)?;
@@ -57,18 +68,8 @@ fn write_base64(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Resu
     Ok(())
 }
 
-/// Write the value text `v` of type `ty` as plain JSON.
-pub fn write_value(
-    ty: DynType,
-    v: &[u8],
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-    depth: usize,
-) -> Result<(), Reason> {
-    write_from(ty, &mut Reader::new(v), out, scratch, depth)
-}
-
-fn write_from(
+/// Read one value of type `ty` (the JSON after its tag) and write it as plain JSON.
+pub fn write_from(
     ty: DynType,
     r: &mut Reader<'_>,
     out: &mut Vec<u8>,

@@ -44,12 +44,16 @@ pub fn write_null(out: &mut Vec<u8>) {
 }
 
 /// Read a JSON string that a value of type `what` must be.
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn expect_string<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<RawStr<'a>, Reason> {
     r.string().map_err(|_| Reason::from(format!("{what} value is not a JSON string")))
 }
 
 /// Text without U+0000, which PostgreSQL `text` cannot hold. Only an escape can produce one: the
 /// reader refuses raw control characters.
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn append_text(s: RawStr<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
     if !s.escaped {
         out.extend_from_slice(s.raw);
@@ -60,46 +64,52 @@ fn append_text(s: RawStr<'_>, out: &mut Vec<u8>) -> Result<(), Reason> {
     nul::check(&out[start..], "string", "text")
 }
 
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn append_number(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     let text = s.decoded(&mut scratch.text).map_err(Reason::from)?;
+    if let Some(n) = numeric::short(text) {
+        numeric::write_binary_short(n, out);
+        return Ok(());
+    }
     let d = numeric::parse(text, &mut scratch.digits)?;
     numeric::write_binary(&d, out);
     Ok(())
 }
 
+#[allow(clippy::inline_always)] // a RawStr passed to a call is copied through memory, and the copy stalls
+#[inline(always)]
 fn append_binary(s: RawStr<'_>, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), Reason> {
     let text = s.decoded(&mut scratch.text).map_err(Reason::from)?;
     base64::decode(text, out).map_err(Reason::from)
 }
 
-/// Append one field of column type `ty` from the value text `v` (of DynamoDB type `dyn_ty`);
-/// `text` is the value already read as a string, when it is one.
+/// Read one value of DynamoDB type `dyn_ty` (the JSON after its type tag) and append it as one
+/// field of column type `ty`. The reader ends after the value; on an error it is left anywhere in it.
+#[inline]
 pub fn write_field(
     ty: ColumnType,
     dyn_ty: DynType,
-    v: &[u8],
-    text: Option<RawStr<'_>>,
+    r: &mut Reader<'_>,
     out: &mut Vec<u8>,
     scratch: &mut Scratch,
 ) -> Result<(), Reason> {
-    let mut r = Reader::new(v);
-    let string = |what: &'static str| text.ok_or_else(|| Reason::from(format!("{what} value is not a JSON string")));
     let at = open_field(out);
     match ty {
-        ColumnType::Text => append_text(string("S")?, out)?,
-        ColumnType::Numeric => append_number(string("N")?, out, scratch)?,
-        ColumnType::Bytea => append_binary(string("B")?, out, scratch)?,
+        ColumnType::Text => append_text(expect_string(r, "S")?, out)?,
+        ColumnType::Numeric => append_number(expect_string(r, "N")?, out, scratch)?,
+        ColumnType::Bytea => append_binary(expect_string(r, "B")?, out, scratch)?,
         ColumnType::Boolean => {
             let b = r.boolean().map_err(|_| Reason::from("BOOL value is not true or false"))?;
             out.push(u8::from(b));
         }
         ColumnType::TextArray | ColumnType::NumericArray | ColumnType::ByteaArray => {
-            write_array(ty, &mut r, out, scratch)?;
+            write_array(ty, r, out, scratch)?;
         }
         ColumnType::Jsonb => {
             // jsonb's binary format: a version byte, then the JSON text.
             out.push(1);
-            jsonb::write_value(dyn_ty, v, out, scratch, 0)?;
+            jsonb::write_from(dyn_ty, r, out, scratch, 0)?;
         }
     }
     close_field(out, at);
@@ -161,9 +171,10 @@ mod tests {
     /// One field written from a typed value object, as the item encoder would write it.
     fn field(ty: ColumnType, typed_json: &str) -> Result<Vec<u8>, Reason> {
         let mut r = Reader::new(typed_json.as_bytes());
-        let t = typed::read(&mut r, &mut Vec::new()).unwrap()?;
+        let dyn_ty = typed::open(&mut r, &mut Vec::new()).unwrap()?;
         let mut out = b"row".to_vec();
-        write_field(ty, t.ty, t.value, t.text, &mut out, &mut Scratch::default())?;
+        write_field(ty, dyn_ty, &mut r, &mut out, &mut Scratch::default())?;
+        typed::close(&mut r)?;
         assert_eq!(&out[..3], b"row", "a field is appended, never written over what precedes it");
         let len = i32::from_be_bytes(out[3..7].try_into().unwrap());
         assert_eq!(len as usize, out.len() - 7, "the length prefix covers exactly the payload");

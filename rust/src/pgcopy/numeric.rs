@@ -160,6 +160,73 @@ pub fn write_binary(d: &Decimal<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// A number of at most 19 digits and no exponent, as most are: its digits fit a `u64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Short {
+    pub negative: bool,
+    /// The digits as an integer: the value is `digits` × 10^-`scale`.
+    pub digits: u64,
+    pub scale: u32,
+}
+
+/// Read `text` as a [`Short`] if it is one (any other text, valid or not, is for [`parse`]).
+#[inline]
+pub fn short(text: &[u8]) -> Option<Short> {
+    let (negative, body) = match text.first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut digits = 0u64;
+    let mut count = 0u32;
+    let mut point: Option<u32> = None;
+    for &c in body {
+        match c {
+            b'0'..=b'9' => {
+                digits = digits * 10 + u64::from(c - b'0');
+                count += 1;
+                if count > 19 {
+                    return None;
+                }
+            }
+            b'.' if point.is_none() => point = Some(count),
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    Some(Short { negative, digits, scale: point.map_or(0, |p| count - p) })
+}
+
+/// Append the binary `numeric` payload of a short number: the same bytes [`write_binary`] writes
+/// for the same text, without going through decimal digits one by one.
+pub fn write_binary_short(n: Short, out: &mut Vec<u8>) {
+    // Base-10000 groups are aligned on the decimal point: pad the fraction to whole groups.
+    let pad = (4 - n.scale % 4) % 4;
+    let mut v = u128::from(n.digits) * 10u128.pow(pad);
+    let frac_groups = ((n.scale + pad) / 4) as i32;
+    // 19 digits and 3 of padding make at most 6 groups, least significant first.
+    let mut groups = [0u16; 6];
+    let mut len = 0;
+    while v > 0 {
+        groups[len] = (v % 10_000) as u16;
+        v /= 10_000;
+        len += 1;
+    }
+    let lowest = groups[..len].iter().position(|&g| g != 0).unwrap_or(len);
+    let ngroups = len - lowest;
+    let weight = if ngroups == 0 { 0 } else { len as i32 - 1 - frac_groups };
+    let sign: u16 = if n.negative && ngroups > 0 { 0x4000 } else { 0 };
+    out.extend_from_slice(&(ngroups as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(n.scale as u16).to_be_bytes());
+    for &g in groups[lowest..len].iter().rev() {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
 /// True when `text` is already a number in JSON's grammar (so it can be copied as is).
 pub fn is_json_number(text: &[u8]) -> bool {
     crate::json::number_end(text, 0) == Ok(text.len())
@@ -214,6 +281,48 @@ mod tests {
         let big = binary("9.9999999999999999999999999999999999999E+125");
         assert_eq!((big.1, big.3), (31, 0));
         assert_eq!(big.4[0], 99);
+    }
+
+    #[test]
+    fn short_numbers_encode_as_the_general_path_does() {
+        let mut texts: Vec<String> = ["0", "-0", "0.000", "+.5", "5.", "007.10", "-1.50", "12345", "0.0001"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        texts.push("9999999999999999999".into());
+        texts.push("-.9999999999999999999".into());
+        texts.push("1000000000000000000.0".into());
+        // Every split of a few digit strings into integer and fraction parts, signed or not.
+        for digits in ["1", "10", "1234", "12345", "100000001", "98765432109876543", "1234567890123456789"] {
+            for point in 0..=digits.len() {
+                let (int, frac) = digits.split_at(point);
+                for sign in ["", "-", "+"] {
+                    texts.push(format!("{sign}{int}.{frac}"));
+                    texts.push(format!("{sign}{int}{frac}"));
+                    texts.push(format!("{sign}000{int}.{frac}000"));
+                }
+            }
+        }
+        let mut scratch = Vec::new();
+        for text in &texts {
+            let general = {
+                let d = parse(text.as_bytes(), &mut scratch).unwrap();
+                let mut out = Vec::new();
+                write_binary(&d, &mut out);
+                out
+            };
+            match short(text.as_bytes()) {
+                Some(n) => {
+                    let mut out = Vec::new();
+                    write_binary_short(n, &mut out);
+                    assert_eq!(out, general, "{text}");
+                }
+                None => assert!(text.bytes().filter(u8::is_ascii_digit).count() > 19, "{text}"),
+            }
+        }
+        for not_short in ["", "-", ".", "1e5", "1..2", "1.2.3", "12345678901234567890", "1 ", "x"] {
+            assert_eq!(short(not_short.as_bytes()), None, "{not_short}");
+        }
     }
 
     #[test]
