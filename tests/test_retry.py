@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -57,3 +58,27 @@ def test_jitter_leaves_the_random_modules_state_alone() -> None:
     backoff = retry.Backoff(0.5, 10.0)
     assert all(0 <= backoff.delay() <= 10.0 for _ in range(20))
     assert random.getstate() == before
+
+
+def test_forked_children_draw_delays_of_their_own() -> None:
+    """migrate forks its workers: with one generator state for all of them, workers failing
+    together would come back together, which jitter is there to prevent."""
+
+    def first_delays() -> list[float]:
+        backoff = retry.Backoff(0.5, 10.0)
+        return [backoff.delay() for _ in range(4)]
+
+    children = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: write its delays and leave at once, running nothing of pytest's
+            os.close(read)
+            os.write(write, repr(first_delays()).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            children.append(f.read())
+        os.waitpid(pid, 0)
+    assert children[0] != children[1], "two forked children drew the same delays"
+    assert repr(first_delays()).encode() not in children

@@ -7,6 +7,7 @@ has failed several times already.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -68,8 +69,10 @@ def aws_failure(e: BaseException) -> Failure:
 
 
 # A generator of our own: the jitter leaves the `random` module's global state, which the program
-# embedding us may have seeded, alone.
+# embedding us may have seeded, alone. Reseeded in a forked child (a forked migrate worker), or
+# every worker would draw the same delays and come back together with its siblings.
 _jitter = random.Random()  # noqa: S311  (jitter, not a secret)
+os.register_at_fork(after_in_child=_jitter.seed)
 
 
 class Backoff:

@@ -154,7 +154,8 @@ def _workers_of(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+        # Forked (the same command line as the migrate) or spawned (spawn_main): not the tracker.
+        if ppid == pid and b"resource_tracker" not in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -207,8 +208,12 @@ def test_sigkill_workers_and_coordinator_then_rerun(pg_dsn: str, big_table: Scan
                     for pid in workers if victim == "workers" else [rng.choice(workers)]:
                         os.kill(pid, signal.SIGKILL)
                 kills[victim] += 1
-            # The pipes stay open until the workers are gone too: orphans must not live on.
+            # The pipes stay open until the workers are exiting too: orphans must not live on. A
+            # process closes its files before it has quite exited: give it a moment to be gone.
             proc.communicate(timeout=120)
+            gone_by = time.monotonic() + 5
+            while [w for w in workers if _alive(w)] and time.monotonic() < gone_by:
+                time.sleep(0.05)
             assert not [w for w in workers if _alive(w)], "workers outlived their coordinator"
             if _committed(run) >= ITEMS * 0.9 or proc.returncode == 0:
                 # This load is nearly or wholly done: finish it, check it, and start another.

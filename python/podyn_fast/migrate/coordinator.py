@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -27,7 +28,7 @@ from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
 from podyn_fast.migrate import snapshot
 from podyn_fast.migrate.plan import finish, plan
-from podyn_fast.migrate.worker import STOP, init_process, w_load
+from podyn_fast.migrate.worker import STOP, init_process, w_load, w_ready
 from podyn_fast.postgres import connect
 from podyn_fast.settings import MigrateConfig
 
@@ -54,17 +55,30 @@ STOP_GRACE = 5.0
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
-def make_executor(workers: int, *, json_logs: bool = False) -> Executor:
-    """Worker processes (spawn: botocore clients, psycopg connections and Rust threads do not
-    survive fork); one worker runs in a thread of this process, which is simpler to debug."""
+def make_executor(workers: int, *, json_logs: bool = False, fork: bool = False) -> Executor:
+    """The loaders: one in a thread of this process (simpler to debug), or one process each.
+
+    Processes are forked when ``fork`` says this process holds nothing a child must not inherit
+    (no botocore client, no PostgreSQL connection) and runs no other thread: a forked worker starts
+    with every module already imported, where a spawned one spends about half a CPU-second
+    importing botocore and psycopg again. Otherwise they are spawned (botocore clients, psycopg
+    connections and threads do not survive fork). Either way they all start at once, so their
+    start-up overlaps what this process does meanwhile.
+    """
     if workers == 1:
         return ThreadPoolExecutor(1, thread_name_prefix="loader")
-    return ProcessPoolExecutor(
+    forkable = fork and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    pool = ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=multiprocessing.get_context("fork" if forkable else "spawn"),
         initializer=init_process,
         initargs=(os.getpid(), json_logs),
     )
+    # A fork pool starts every process at its first task; a spawn pool one per task while none
+    # is idle: one task each starts them all.
+    for _ in range(workers):
+        pool.submit(w_ready)
+    return pool
 
 
 def run(
@@ -78,6 +92,22 @@ def run(
     capturing changes there). ``failed`` is asked every moment of the load: an error it returns
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
+    # First, while this process holds no client and no connection: the workers can be forked.
+    pool = make_executor(max(1, cfg.workers), json_logs=cfg.json_logs, fork=True) if cfg.load else None
+    try:
+        return _run(cfg, console, pool, on_planned, failed)
+    finally:
+        if pool is not None:  # shut down by _load unless nothing was loaded or planning failed
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(
+    cfg: MigrateConfig,
+    console: Console,
+    pool: Executor | None,
+    on_planned: Callable[[list[str]], None] | None,
+    failed: Callable[[], BaseException | None],
+) -> list[TableReport]:
     dynamo = RawDynamo.of(cfg.aws)
     cfg, export = snapshot.resolve(cfg, dynamo, console)
     names = [export.table_name] if export else list(cfg.tables) or list_tables(dynamo)
@@ -104,7 +134,8 @@ def run(
         started = time.monotonic()
         todo = {src.name: _Planned.of(src) for src in sources if tables[src.name].phase == "loading"}
         while todo:
-            _load(cfg, todo, console, failed)
+            _load(cfg, todo, console, failed, pool or make_executor(max(1, cfg.workers), json_logs=cfg.json_logs))
+            pool = None  # shut down by _load
             # Idle through the load: PostgreSQL may have restarted meanwhile (the workers rode it out).
             conn = connect.usable(conn, cfg.postgres_url, APPLICATION)
             if not _wait_for_others(conn, cfg, list(todo), console):
@@ -162,8 +193,13 @@ class _Planned:
 
 
 def _load(
-    cfg: MigrateConfig, planned: dict[str, _Planned], console: Console, failed: Callable[[], BaseException | None]
+    cfg: MigrateConfig,
+    planned: dict[str, _Planned],
+    console: Console,
+    failed: Callable[[], BaseException | None],
+    pool: Executor,
 ) -> None:
+    """Load ``planned`` with ``pool``'s workers, and shut the pool down."""
     workers = max(1, cfg.workers)
     console.print(f"loading {len(planned)} table(s) with {workers} worker(s), one PostgreSQL connection each")
     signalled: list[int] = []
@@ -171,7 +207,6 @@ def _load(
     def failed_or_signalled() -> BaseException | None:
         return Interrupted(signalled[0]) if signalled else failed()
 
-    pool = make_executor(workers, json_logs=cfg.json_logs)
     # While the workers run, Ctrl-C and SIGTERM only say so: the progress loop acts on them at
     # its next tick. An exception raised at any point of the pool's own code (holding one of its
     # locks) could leave the pool unable to shut down.

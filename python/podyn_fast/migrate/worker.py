@@ -402,6 +402,8 @@ def init_process(coordinator: int, json_logs: bool) -> None:
     logs.configure(json=json_logs)
     # Ctrl-C reaches the whole process group: the coordinator decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM from the coordinator ends a worker at once; a forked one inherited its handler.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def watch() -> None:
         while os.getppid() == coordinator:
@@ -409,6 +411,11 @@ def init_process(coordinator: int, json_logs: bool) -> None:
         os._exit(70)
 
     threading.Thread(target=watch, name="parent watchdog", daemon=True).start()
+
+
+def w_ready() -> None:
+    """A task that does nothing: sent to each worker process as soon as it is started, so that it
+    starts and imports this module (most of its start-up) while the coordinator plans."""
 
 
 def w_load(cfg: MigrateConfig, tables: list[str]) -> WorkerResult:
