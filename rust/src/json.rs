@@ -1,7 +1,7 @@
 //! A minimal zero-copy JSON reader, specialised for DynamoDB response bodies.
 //!
-//! Values are not materialised: the reader validates syntax and hands out byte ranges of the input,
-//! which the encoders read a second time only for the values they emit. Strings are returned raw
+//! Values are not materialised: the reader validates syntax as the encoders walk the input, and
+//! hands out byte ranges of it (a skipped value, a string). Strings are returned raw
 //! (still escaped) with a flag telling whether they contain escapes, so the common case copies
 //! bytes without decoding. UTF-8 is checked where it can occur, inside strings, as they are read:
 //! anywhere else JSON's grammar admits only ASCII, so a body read without error is valid UTF-8.

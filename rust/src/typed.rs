@@ -1,8 +1,8 @@
 //! The one reader of DynamoDB's typed value objects, `{"TAG": value}`.
 //!
-//! The item encoder keeps the value's span, the jsonb writer converts the value as it reads it,
-//! and the stream decoder looks up key attributes: all three open and close the object here, so a
-//! malformed one is judged alike wherever it appears (top level, inside L or M, in `Keys`).
+//! The item encoder and the jsonb writer convert the value as they read it, and the stream decoder
+//! looks up key attributes: all of them open and close the object here, so a malformed one is
+//! judged alike wherever it appears (top level, inside L or M, in `Keys`).
 
 use crate::error::Reason;
 use crate::json::{JsonResult, Reader};
