@@ -348,7 +348,7 @@ impl<'l, 'a> Encoder<'l, 'a> {
             self.fields.truncate(start);
             consumed = true;
             if !self.out.unknown.iter().any(|(n, t)| n.as_bytes() == name && *t == new_ty) {
-                // Valid UTF-8: the body was checked, and escapes decode to UTF-8.
+                // Valid UTF-8: the reader checked the name as it read it, and escapes decode to UTF-8.
                 self.out.unknown.push((String::from_utf8_lossy(name).into_owned(), new_ty));
             }
         }
