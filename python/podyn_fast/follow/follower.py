@@ -23,7 +23,7 @@ import orjson
 import psycopg
 from botocore.exceptions import ClientError
 
-from podyn_fast import retry, state
+from podyn_fast import malloc, retry, state
 from podyn_fast._core import StreamBatch
 from podyn_fast.codec import RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
@@ -129,6 +129,7 @@ class Follower:
 
     def start(self, only: list[str] | None = None) -> None:
         """Lock, check and load the tables to follow (``only`` these, when given)."""
+        malloc.keep_freed_memory()  # GetRecords bodies of up to 1 MB, one after another
         schema = self.cfg.state_schema
         state.ensure_schema(self.conn, schema)
         self.citus = citus.installed(self.conn)

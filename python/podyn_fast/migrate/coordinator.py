@@ -22,7 +22,7 @@ import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from podyn_fast import state
+from podyn_fast import malloc, state
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
@@ -92,6 +92,7 @@ def run(
     capturing changes there). ``failed`` is asked every moment of the load: an error it returns
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
+    malloc.keep_freed_memory()  # before the fork: the workers inherit it
     # First, while this process holds no client and no connection: the workers can be forked.
     pool = make_executor(max(1, cfg.workers), json_logs=cfg.json_logs, fork=True) if cfg.load else None
     try:

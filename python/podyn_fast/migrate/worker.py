@@ -23,7 +23,7 @@ import orjson
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
-from podyn_fast import logs, state
+from podyn_fast import logs, malloc, state
 from podyn_fast._core import COPY_HEADER, COPY_TRAILER, Encoded
 from podyn_fast.codec import Page, RegistryCodec
 from podyn_fast.dynamo import exports
@@ -400,6 +400,7 @@ def init_process(coordinator: int, json_logs: bool) -> None:
     rolls it back, and the lease of a dead process on this host is taken over at once.
     """
     logs.configure(json=json_logs)
+    malloc.keep_freed_memory()  # a forked worker has it from the coordinator, a spawned one not
     # Ctrl-C reaches the whole process group: the coordinator decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM from the coordinator ends a worker at once; a forked one inherited its handler.
