@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from podyn_fast import malloc, state
+from podyn_fast.dynamo import client
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.dynamo.tables import SourceTable, describe, list_tables
 from podyn_fast.errors import Interrupted, MigrateError
@@ -92,9 +93,14 @@ def run(
     capturing changes there). ``failed`` is asked every moment of the load: an error it returns
     (the follower capturing the changes has stopped) stops the load at once and is raised."""
     console = console or Console(stderr=True)
-    malloc.keep_freed_memory()  # before the fork: the workers inherit it
-    # First, while this process holds no client and no connection: the workers can be forked.
-    pool = make_executor(max(1, cfg.workers), json_logs=cfg.json_logs, fork=True) if cfg.load else None
+    # Before the fork, so that the workers inherit them: malloc's settings, and botocore's data.
+    malloc.keep_freed_memory()
+    pool = None
+    if cfg.load:
+        exports = ("s3",) if cfg.export or cfg.export_to else ()
+        client.warm(cfg.aws.profile, ("dynamodb", "dynamodbstreams", *exports))
+        # First, while this process holds no client and no connection: the workers can be forked.
+        pool = make_executor(max(1, cfg.workers), json_logs=cfg.json_logs, fork=True)
     try:
         return _run(cfg, console, pool, on_planned, failed)
     finally:
