@@ -1,8 +1,8 @@
 """follow benchmark: the apply rate on a backlog, and the lag at a steady write rate.
 
-    .venv/bin/python -m benches.follow [--backlog 20000] [--rate 500] [--seconds 20] [--dsn DSN]
+    .venv/bin/python -m benches.follow [--backlog 200000] [--shards 4] [--rate 500] [--seconds 20] [--dsn DSN]
 
-Changes come from the Streams test server (tests/servers/streams.py, 4 shards) in this process;
+Changes come from the Streams test server (tests/servers/streams.py) in this process;
 `podyn-fast follow` runs as a subprocess. Lag is measured end to end: every write carries its
 wall-clock time, and a poller reads the newest one visible in PostgreSQL every 50 ms. Each phase
 ends with PostgreSQL compared to the server's table, row by row.
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,9 +28,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benches import machine
+from benches import machine, procs
 from podyn_fast import state
-from podyn_fast.embedded.postgres import EmbeddedPostgres
 from tests import reference
 from tests.servers.streams import StreamsServer
 
@@ -116,7 +116,8 @@ def _lag(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backlog", type=int, default=20_000, help="changes written before follow starts")
+    ap.add_argument("--backlog", type=int, default=200_000, help="changes written before follow starts")
+    ap.add_argument("--shards", type=int, default=4, help="shards of the table's stream")
     ap.add_argument("--rate", type=float, default=500.0, help="steady writes per second for the lag phase")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the lag phase")
     ap.add_argument("--dsn", default=os.environ.get("PODYN_TEST_DSN"))
@@ -126,38 +127,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(7)
     server = StreamsServer()
     endpoint = server.start()
-    server.create_table(TABLE, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=4)
+    server.create_table(TABLE, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=args.shards)
     for i in range(1000):
         server.put(TABLE, _item(rng, i))
-    pg = None
-    dsn = args.dsn
-    if not dsn:
-        pg = EmbeddedPostgres(settings=machine.DURABLE)
-        dsn = pg.start()
     tag = uuid.uuid4().hex[:8]
     schemas = (f"fb_{tag}", f"fb_{tag}_state")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    try:
-        subprocess.run(_cmd(dsn, endpoint, schemas, "migrate", "--table", TABLE), env=env, check=True)
-        # 1. Apply rate: a backlog, applied by one follow run from start to idle.
-        for i in range(args.backlog):
-            server.put(TABLE, _item(rng, i))
-        t0 = time.perf_counter()
-        subprocess.run(
-            _cmd(dsn, endpoint, schemas, "follow", "--exit-when-idle", "1"), env=env, check=True, capture_output=True
-        )
-        backlog_seconds = time.perf_counter() - t0 - 1.0  # minus the idle second that ends the run
-        backlog_ok = _check(dsn, schemas, server)
+    with machine.postgres(args.dsn) as pg:
+        try:
+            subprocess.run(_cmd(pg.dsn, endpoint, schemas, "migrate", "--table", TABLE), env=env, check=True)
+            # 1. Apply rate: a backlog, applied by one follow run from start to idle.
+            for i in range(args.backlog):
+                server.put(TABLE, _item(rng, i))
+            pg_before = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            follow = _cmd(pg.dsn, endpoint, schemas, "follow", "--exit-when-idle", "1")
+            subprocess.run(follow, env=env, check=True, capture_output=True)
+            backlog_seconds = time.perf_counter() - t0 - 1.0  # minus the idle second that ends the run
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            time.sleep(0.3)  # the backends' CPU reaches the postmaster's counters once they exit
+            pg_after = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
+            follower_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            pg_cpu = pg_after - pg_before if pg_before is not None and pg_after is not None else None
+            backlog_ok = _check(pg.dsn, schemas, server)
 
-        samples = _lag(dsn, endpoint, schemas, env, server, rng, args.rate, args.seconds)
-        lag_ok = _check(dsn, schemas, server)
-    finally:
-        server.stop()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for s in schemas:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
-        if pg:
-            pg.stop()
+            samples = _lag(pg.dsn, endpoint, schemas, env, server, rng, args.rate, args.seconds)
+            lag_ok = _check(pg.dsn, schemas, server)
+        finally:
+            server.stop()
+            with psycopg.connect(pg.dsn, autocommit=True) as conn:
+                for s in schemas:
+                    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(s)))
+        pg_version = pg.version
 
     # Samples while writes ran (the first second is the follower noticing the first write).
     steady = sorted(samples[20 : max(20, len(samples) - 60)]) or sorted(samples)
@@ -165,21 +167,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p99 = steady[min(len(steady) - 1, int(len(steady) * 0.99))]
     result = {
         "backlog_changes": args.backlog,
+        "shards": args.shards,
         "backlog_seconds": backlog_seconds,
         "apply_rate": args.backlog / backlog_seconds,
+        "follower_cpu_seconds_per_100k": follower_cpu * 100_000 / args.backlog,
+        "postgres_cpu_seconds_per_100k": pg_cpu * 100_000 / args.backlog if pg_cpu is not None else None,
         "steady_rate": args.rate,
         "lag_p50_seconds": p50,
         "lag_p99_seconds": p99,
         "lag_samples": len(steady),
         "correct": backlog_ok and lag_ok,
     }
+    pg_per_100k, rate = _cpu(result["postgres_cpu_seconds_per_100k"]), result["apply_rate"]
     lines = [
-        f"machine: {machine.describe()}",
+        f"machine: {machine.describe(pg_version)}",
         f"command: .venv/bin/python -m benches.follow {' '.join(argv if argv is not None else sys.argv[1:])}",
         "",
         "| measure | value |",
         "|---|---|",
-        f"| apply rate, {args.backlog:,} changes of backlog (4 shards) | {result['apply_rate']:,.0f} changes/s |",
+        f"| apply rate, {args.backlog:,} changes of backlog ({args.shards} shards) | {rate:,.0f} changes/s |",
+        f"| follower CPU-s per 100,000 changes of the backlog | {result['follower_cpu_seconds_per_100k']:.2f} |",
+        f"| PostgreSQL CPU-s per 100,000 changes of the backlog | {pg_per_100k} |",
         f"| lag p50 at {args.rate:,.0f} writes/s | {p50 * 1000:,.0f} ms |",
         f"| lag p99 at {args.rate:,.0f} writes/s | {p99 * 1000:,.0f} ms |",
         f"| PostgreSQL equals the source after each phase | {result['correct']} |",
@@ -189,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "follow.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "follow.md").write_text("# follow benchmark\n\n" + "\n".join(lines) + "\n")
     return 0 if result["correct"] else 1
+
+
+def _cpu(seconds: float | None) -> str:
+    return f"{seconds:.2f}" if seconds is not None else "n/a (a server of the user's)"
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ __all__ = [
     "Layout",
     "Reject",
     "StreamBatch",
+    "StreamPosition",
     "__version__",
     "column_type",
     "crc32",
     "fit_ident",
     "key_columns",
     "quote_ident",
+    "stream_position",
 ]
 
 __version__: Final[str]
@@ -83,13 +85,14 @@ class Encoded:
 
 @final
 class StreamBatch:
-    """One GetRecords response, collapsed per key: only the last change of each key counts."""
+    """GetRecords responses of one transaction, collapsed per key: only the last change of each
+    key counts."""
 
     @property
     def upserts(self) -> Encoded:
         """Rows of the last new image of each upserted key, with unknown attributes and rejects
         (records whose key cannot be stored are rejects too). Complete only when
-        ``upserts.unknown`` is empty: then register the columns and encode the body again."""
+        ``upserts.unknown`` is empty: then register the columns and encode the bodies again."""
     @property
     def deletes(self) -> bytes:
         """Binary COPY rows of the key columns (in key order) of keys whose last change is REMOVE."""
@@ -99,6 +102,14 @@ class StreamBatch:
     def fetch(self) -> tuple[bytes, ...]:
         """``Keys`` (DynamoDB JSON) of keys whose last change carries no new image (KEYS_ONLY or
         OLD_IMAGE streams): read the items (BatchGetItem); absent ones are deletes."""
+    @property
+    def records(self) -> int:
+        """Records in the responses."""
+
+@final
+class StreamPosition:
+    """Where one GetRecords response leaves its shard."""
+
     @property
     def records(self) -> int:
         """Records in the response."""
@@ -165,12 +176,14 @@ class Layout:
             BodyError: the body is not a readable Scan response.
             DynamoServiceError: the body is a DynamoDB error document.
         """
-    def encode_records(self, body: bytes) -> StreamBatch:
-        """Encode the raw body of a DynamoDB Streams GetRecords response.
+    def encode_records(self, bodies: Sequence[bytes]) -> StreamBatch:
+        """Encode raw bodies of DynamoDB Streams GetRecords responses into one batch, in the order
+        given: the bodies of one shard in their order; bodies of shards read side by side (their
+        keys are disjoint) in any order.
 
         Raises:
-            BodyError: the body is not a readable GetRecords response.
-            DynamoServiceError: the body is an error document.
+            BodyError: a body is not a readable GetRecords response.
+            DynamoServiceError: a body is an error document.
         """
     def copy_text(self, rows: bytes) -> bytes:
         """Binary COPY rows of this layout (as ``Encoded.rows``) in PostgreSQL's text COPY format,
@@ -222,6 +235,14 @@ def column_type(dynamo_type: str) -> str | None:
 
 def key_columns(keys: Sequence[tuple[str, str]], *, lower_case: bool = False) -> list[tuple[str, str, str]]:
     """The registry entries of a key schema: ``[(attribute, column type, column name)]``."""
+
+def stream_position(body: bytes) -> StreamPosition:
+    """Read a GetRecords response for where it leaves its shard, without encoding its images.
+
+    Raises:
+        BodyError: the body is not a readable GetRecords response.
+        DynamoServiceError: the body is an error document.
+    """
 
 def crc32(data: bytes) -> int:
     """CRC32 of ``data`` as zlib computes it (DynamoDB's ``x-amz-crc32``), with the GIL released."""

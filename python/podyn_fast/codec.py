@@ -70,12 +70,12 @@ class Codec:
             encoded = page.encode(self.layout)
         return encoded
 
-    def records(self, body: bytes) -> StreamBatch:
-        """A GetRecords body, collapsed per key, with every attribute in a column."""
-        batch = self.layout.encode_records(body)
+    def records(self, bodies: Sequence[bytes]) -> StreamBatch:
+        """GetRecords bodies (in their order) collapsed per key, with every attribute in a column."""
+        batch = self.layout.encode_records(bodies)
         while batch.upserts.unknown:
             self.extend(batch.upserts.unknown)
-            batch = self.layout.encode_records(body)
+            batch = self.layout.encode_records(bodies)
         return batch
 
 

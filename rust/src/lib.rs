@@ -23,7 +23,7 @@ pub use ident::fit;
 pub use layout::{key_columns, quoted, Column, Layout, Mode};
 pub use pgcopy::{HEADER, TRAILER};
 pub use pgtext::rows_to_text;
-pub use stream::StreamBatch;
+pub use stream::{position as stream_position, StreamBatch, StreamPosition};
 pub use types::{ColumnType, DynType};
 
 #[cfg(feature = "python")]

@@ -1,7 +1,7 @@
 //! DynamoDB Streams GetRecords bodies to what one apply transaction needs.
 //!
-//! A batch is collapsed per key: only the last change of each key counts (records of one key
-//! arrive in order within a shard), so a key is either upserted with its last new image, deleted,
+//! The bodies of one transaction (several per shard, of several shards) are collapsed per key:
+//! only the last change of each key counts (records of one key arrive in order within a shard), so a key is either upserted with its last new image, deleted,
 //! or, when the stream carries no new image (KEYS_ONLY, OLD_IMAGE), listed for fetching.
 //! Upserts are full binary COPY rows for the layout; deletes are rows of the key columns only.
 
@@ -14,7 +14,7 @@ use crate::pgcopy;
 use crate::typed;
 use crate::types::DynType;
 
-/// One GetRecords response, collapsed per key.
+/// GetRecords responses of one transaction, collapsed per key.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamBatch {
     /// Rows of the last new image of each upserted key; with their unknown attributes and rejects.
@@ -26,6 +26,13 @@ pub struct StreamBatch {
     pub delete_count: u64,
     /// The `Keys` (DynamoDB JSON) of keys whose last change carries no new image: fetch them.
     pub fetch: Vec<Vec<u8>>,
+    /// Records in the responses.
+    pub records: u64,
+}
+
+/// Where one GetRecords response leaves its shard.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamPosition {
     /// Records in the response.
     pub records: u64,
     pub last_sequence_number: Option<String>,
@@ -33,6 +40,11 @@ pub struct StreamBatch {
     pub last_created: Option<f64>,
     /// None when the shard is closed and has been read to its end.
     pub next_shard_iterator: Option<String>,
+}
+
+/// Read a GetRecords response for where it leaves its shard, without encoding its images.
+pub fn position(body: &[u8]) -> CoreResult<StreamPosition> {
+    read_body(body, &mut Vec::new())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -48,39 +60,14 @@ struct Record<'a> {
 }
 
 impl<'a> Encoder<'_, 'a> {
-    /// Encode a GetRecords response body.
-    pub fn records(mut self, body: &'a [u8]) -> CoreResult<StreamBatch> {
+    /// Encode GetRecords response bodies, in the order given, into one batch: the last change of
+    /// each key over all of them wins. Bodies of one shard come in their order; bodies of shards
+    /// read side by side hold disjoint keys (a key's changes are in one open shard at a time).
+    pub fn records(mut self, bodies: &[&'a [u8]]) -> CoreResult<StreamBatch> {
         let mut batch = StreamBatch::default();
         let mut records: Vec<Record<'a>> = Vec::new();
-        let mut r = Reader::new(body);
-        let mut saw_records = false;
-        r.members(|r, key| -> CoreResult<()> {
-            match key.raw {
-                b"Records" => {
-                    saw_records = true;
-                    read_records(r, &mut records, &mut batch)?;
-                }
-                b"NextShardIterator" => {
-                    if r.peek() == Some(b'n') {
-                        r.skip_value()?;
-                    } else {
-                        batch.next_shard_iterator = Some(text(r.string()?));
-                    }
-                }
-                b"__type" => {
-                    let code = text(r.string()?);
-                    let code = code.rsplit('#').next().unwrap_or(&code).to_string();
-                    return Err(CoreError::ServiceError { code, message: String::new() });
-                }
-                _ => r.skip_value()?,
-            }
-            Ok(())
-        })?;
-        if !r.at_end() {
-            return Err(bad_body(r.pos, "unexpected data after the response object"));
-        }
-        if !saw_records {
-            return Err(bad_body(0, "no Records: this is not a GetRecords response"));
+        for body in bodies {
+            read_body(body, &mut records)?;
         }
         batch.records = records.len() as u64;
 
@@ -146,6 +133,45 @@ impl<'a> Encoder<'_, 'a> {
     }
 }
 
+/// Read one response's records into `records` (their slices borrowed from `body`); returns
+/// where the response leaves its shard.
+fn read_body<'a>(body: &'a [u8], records: &mut Vec<Record<'a>>) -> CoreResult<StreamPosition> {
+    let mut position = StreamPosition::default();
+    let first = records.len();
+    let mut r = Reader::new(body);
+    let mut saw_records = false;
+    r.members(|r, key| -> CoreResult<()> {
+        match key.raw {
+            b"Records" => {
+                saw_records = true;
+                read_records(r, records, &mut position)?;
+            }
+            b"NextShardIterator" => {
+                if r.peek() == Some(b'n') {
+                    r.skip_value()?;
+                } else {
+                    position.next_shard_iterator = Some(text(r.string()?));
+                }
+            }
+            b"__type" => {
+                let code = text(r.string()?);
+                let code = code.rsplit('#').next().unwrap_or(&code).to_string();
+                return Err(CoreError::ServiceError { code, message: String::new() });
+            }
+            _ => r.skip_value()?,
+        }
+        Ok(())
+    })?;
+    if !r.at_end() {
+        return Err(bad_body(r.pos, "unexpected data after the response object"));
+    }
+    if !saw_records {
+        return Err(bad_body(0, "no Records: this is not a GetRecords response"));
+    }
+    position.records = (records.len() - first) as u64;
+    Ok(position)
+}
+
 fn text(s: RawStr<'_>) -> String {
     let mut scratch = Vec::new();
     String::from_utf8_lossy(s.decoded(&mut scratch).unwrap_or(s.raw)).into_owned()
@@ -173,13 +199,13 @@ fn find_attribute<'a>(map: &'a [u8], name: &[u8], ty: DynType) -> Option<&'a [u8
     }
 }
 
-fn read_records<'a>(r: &mut Reader<'a>, out: &mut Vec<Record<'a>>, batch: &mut StreamBatch) -> JsonResult<()> {
+fn read_records<'a>(r: &mut Reader<'a>, out: &mut Vec<Record<'a>>, position: &mut StreamPosition) -> JsonResult<()> {
     r.eat(b'[', "Records is not an array")?;
     if r.eat_if(b']') {
         return Ok(());
     }
     loop {
-        out.push(read_record(r, batch)?);
+        out.push(read_record(r, position)?);
         if r.eat_if(b',') {
             continue;
         }
@@ -188,7 +214,7 @@ fn read_records<'a>(r: &mut Reader<'a>, out: &mut Vec<Record<'a>>, batch: &mut S
     }
 }
 
-fn read_record<'a>(r: &mut Reader<'a>, batch: &mut StreamBatch) -> JsonResult<Record<'a>> {
+fn read_record<'a>(r: &mut Reader<'a>, position: &mut StreamPosition) -> JsonResult<Record<'a>> {
     let mut op = None;
     let mut keys = None;
     let mut new_image = None;
@@ -207,8 +233,8 @@ fn read_record<'a>(r: &mut Reader<'a>, batch: &mut StreamBatch) -> JsonResult<Re
                 match field.raw {
                     b"Keys" => keys = Some(r.value_span()?),
                     b"NewImage" => new_image = Some(r.value_span()?),
-                    b"SequenceNumber" => batch.last_sequence_number = Some(text(r.string()?)),
-                    b"ApproximateCreationDateTime" => batch.last_created = Some(r.double()?),
+                    b"SequenceNumber" => position.last_sequence_number = Some(text(r.string()?)),
+                    b"ApproximateCreationDateTime" => position.last_created = Some(r.double()?),
                     _ => r.skip_value()?,
                 }
                 Ok::<(), SyntaxError>(())
@@ -261,12 +287,14 @@ mod tests {
             rec("REMOVE", "b", 1, 4, None),
             rec("MODIFY", "c", 2, 5, None),
         );
-        let b = Encoder::new(&l).records(body.as_bytes()).unwrap();
+        let b = Encoder::new(&l).records(&[body.as_bytes()]).unwrap();
         assert_eq!(b.records, 5);
         assert_eq!((b.upserts.row_count, b.delete_count), (1, 1));
         assert_eq!(b.fetch, vec![br#"{"pk":{"S":"c"},"sk":{"N":"2"}}"#.to_vec()]);
-        assert_eq!(b.last_sequence_number.as_deref(), Some("000000000000000000005"));
-        assert_eq!(b.next_shard_iterator.as_deref(), Some("it-2"));
+        let p = position(body.as_bytes()).unwrap();
+        assert_eq!(p.records, 5);
+        assert_eq!(p.last_sequence_number.as_deref(), Some("000000000000000000005"));
+        assert_eq!(p.next_shard_iterator.as_deref(), Some("it-2"));
         assert!(b.upserts.rows.windows(1).any(|w| w == b"y"));
         assert!(!b.upserts.rows.windows(1).any(|w| w == b"x"));
         // A delete row: two fields, the key columns.
@@ -275,18 +303,44 @@ mod tests {
     }
 
     #[test]
-    fn end_of_shard_and_errors() {
+    fn collapses_over_bodies_in_their_order() {
         let l = layout();
-        let b = Encoder::new(&l).records(br#"{"Records":[],"NextShardIterator":null}"#).unwrap();
-        assert_eq!((b.records, b.next_shard_iterator), (0, None));
-        let b = Encoder::new(&l).records(br#"{"Records":[]}"#).unwrap();
-        assert_eq!(b.next_shard_iterator, None);
+        let first = format!(
+            r#"{{"Records":[{},{}],"NextShardIterator":"it-2"}}"#,
+            rec("INSERT", "a", 1, 1, Some("x")),
+            rec("INSERT", "b", 1, 2, Some("w")),
+        );
+        let second = format!(
+            r#"{{"Records":[{},{}],"NextShardIterator":"it-3"}}"#,
+            rec("MODIFY", "a", 1, 3, Some("y")),
+            rec("REMOVE", "b", 1, 4, None),
+        );
+        let b = Encoder::new(&l).records(&[first.as_bytes(), second.as_bytes()]).unwrap();
+        assert_eq!((b.records, b.upserts.row_count, b.delete_count), (4, 1, 1));
+        assert!(b.upserts.rows.windows(1).any(|w| w == b"y"));
+        assert!(!b.upserts.rows.windows(1).any(|w| w == b"x"));
+        // The other order: the later body's changes win.
+        let b = Encoder::new(&l).records(&[second.as_bytes(), first.as_bytes()]).unwrap();
+        assert_eq!((b.records, b.upserts.row_count, b.delete_count), (4, 2, 0));
+        assert!(Encoder::new(&l).records(&[]).unwrap().records == 0);
+        // One bad body fails the batch.
+        assert!(Encoder::new(&l).records(&[first.as_bytes(), br#"{"Items":[]}"#]).is_err());
+    }
+
+    #[test]
+    fn end_of_shard_and_errors() {
+        let p = position(br#"{"Records":[],"NextShardIterator":null}"#).unwrap();
+        assert_eq!((p.records, p.next_shard_iterator), (0, None));
+        let p = position(br#"{"Records":[]}"#).unwrap();
+        assert_eq!(p.next_shard_iterator, None);
         assert!(matches!(
-            Encoder::new(&l).records(br#"{"__type":"x#ExpiredIteratorException","message":"m"}"#),
+            position(br#"{"__type":"x#ExpiredIteratorException","message":"m"}"#),
             Err(CoreError::ServiceError { .. })
         ));
-        assert!(Encoder::new(&l).records(br#"{"Items":[]}"#).is_err());
-        assert!(Encoder::new(&l).records(br#"{"Records":[{"eventName":"INSERT"}]}"#).is_err());
+        assert!(position(br#"{"Items":[]}"#).is_err());
+        assert!(position(br#"{"Records":[{"eventName":"INSERT"}]}"#).is_err());
+        let l = layout();
+        assert!(Encoder::new(&l).records(&[br#"{"Records":[{"eventName":"INSERT"}]}"#]).is_err());
     }
 
     #[test]
@@ -294,16 +348,16 @@ mod tests {
         let keys = vec![("pk".to_string(), DynType::S), ("sk".to_string(), DynType::N)];
         let l = Layout::new(Mode::Columns, keys.clone(), key_columns(&keys, false), None, false).unwrap();
         let body = format!(r#"{{"Records":[{}]}}"#, rec("INSERT", "a", 1, 1, Some("x")));
-        let b = Encoder::new(&l).records(body.as_bytes()).unwrap();
+        let b = Encoder::new(&l).records(&[body.as_bytes()]).unwrap();
         assert_eq!(b.upserts.unknown.len(), 1);
         // An image that cannot be stored is a reject, and its key's row (of an older image) goes.
         let l = layout();
         let body = format!(r#"{{"Records":[{}]}}"#, rec("MODIFY", "a", 1, 1, Some("x\\u0000")));
-        let b = Encoder::new(&l).records(body.as_bytes()).unwrap();
+        let b = Encoder::new(&l).records(&[body.as_bytes()]).unwrap();
         assert_eq!((b.upserts.row_count, b.upserts.rejects.len(), b.delete_count), (0, 1, 1));
         assert_eq!(&b.deletes[2..7], &[0, 0, 0, 1, b'a']);
         let bad = format!(r#"{{"Records":[{}]}}"#, rec("REMOVE", "a\\u0000", 1, 1, None));
-        let b = Encoder::new(&l).records(bad.as_bytes()).unwrap();
+        let b = Encoder::new(&l).records(&[bad.as_bytes()]).unwrap();
         assert_eq!((b.delete_count, b.upserts.rejects.len()), (0, 1));
         assert!(b.upserts.rejects[0].reason.contains("U+0000"));
     }

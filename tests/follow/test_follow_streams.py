@@ -184,6 +184,24 @@ def test_splits_and_sigkill_at_random_moments(env: Env) -> None:
     assert all(s[2] for s in shards if any(c[1] == s[0] for c in shards)), "a parent left unfinished"
 
 
+def test_one_transaction_applies_what_several_shards_had(env: Env) -> None:
+    """A backlog over 4 shards is read from all of them at once and applied in one transaction
+    with the four checkpoints (a checkpoint's updated_at is its transaction's start)."""
+    rng = random.Random(5)
+    _table(env.server, "Tbl", rng)
+    env.migrate("--table", "Tbl")
+    _changes(env.server, "Tbl", rng, 2_000)
+    done = env.follow()
+    assert done.returncode == 0, done.stderr
+    env.check("Tbl")
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT shard_id, updated_at FROM {}.shards WHERE records > 0").format(sql.Identifier(env.state))
+        ).fetchall()
+    assert len(rows) == 4, rows
+    assert len({updated_at for _, updated_at in rows}) == 1, rows
+
+
 def test_splits_and_expired_iterators_at_the_worst_moments(env: Env) -> None:
     """Shards split right after a GetRecords answered (the follower holds records it has not yet
     committed) and right after a checkpoint committed, 8 times, while every iterator expires

@@ -14,17 +14,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
 from botocore.exceptions import ClientError
 
 from podyn_fast import malloc, retry, state
-from podyn_fast._core import StreamBatch
+from podyn_fast._core import StreamBatch, StreamPosition, stream_position
 from podyn_fast.codec import RegistryCodec
 from podyn_fast.dynamo.client import RawDynamo
 from podyn_fast.errors import BodyError, FollowError, Gap
@@ -33,6 +34,7 @@ from podyn_fast.postgres import citus, connect
 from podyn_fast.settings import FollowConfig
 
 log = logging.getLogger("podyn_fast")
+T = TypeVar("T")
 
 # An idle shard is polled again after this long, doubling up to the cap (Lambda polls 4 times a
 # second; the adapter waits up to a second).
@@ -47,6 +49,13 @@ MAX_UNREADABLE = 5
 # records' trimming is not to the second).
 STREAM_RETENTION = 24 * 3600.0
 RETENTION_MARGIN = 600.0
+# A transaction applies what one turn over the due shards read, up to about this much: the
+# commit, the statements and the collapse per key are paid once for many responses.
+GROUP_RECORDS = 20_000
+GROUP_BYTES = 8 << 20
+# GetRecords requests in flight at once, each for a shard of its own: a round trip to Streams
+# is paid once for as many shards.
+READS_IN_FLIGHT = 8
 # Seconds between the lag and liveness a follower records for `status`.
 HEARTBEAT_EVERY = 5.0
 
@@ -100,6 +109,16 @@ class Followed:
         return time.time() - self.last_created if self.last_created is not None else None
 
 
+@dataclass(frozen=True, eq=False)
+class Read:
+    """One GetRecords response of a shard, read and not yet committed."""
+
+    f: Followed
+    shard: Shard
+    body: bytes
+    position: StreamPosition
+
+
 @dataclass
 class FollowReport:
     name: str
@@ -117,12 +136,13 @@ class Follower:
         self.stop = stop or threading.Event()
         self.conn = connect.connect(cfg.postgres_url, APPLICATION)
         self.dynamo = RawDynamo.of(cfg.aws)
+        self.readers = ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="shard reader")
         self.followed: dict[str, Followed] = {}
         self.last_heartbeat = 0.0
         self.citus = False
-        self.on_batch: Callable[[Followed], None] | None = None
 
     def close(self) -> None:
+        self.readers.shutdown(wait=True, cancel_futures=True)
         self.conn.close()
 
     # -- setup ---------------------------------------------------------------------------------
@@ -229,19 +249,44 @@ class Follower:
                 self._heartbeat()
             if self._idle(active):
                 break
-            pick = self._next_shard(active)
-            if pick is None:
-                self.stop.wait(0.2)
+            group = self._read_ready(active)
+            if group:
+                self._commit(group)
                 continue
-            f, shard = pick
-            wait = shard.next_poll - time.monotonic()
+            due = self._next_poll(active)
+            wait = 0.2 if due is None else due - time.monotonic()
             if wait > 0:
                 self.stop.wait(min(wait, 0.5))
-                continue
-            try:
-                self._read(f, shard)
-            except Gap as gap:
-                self._stop(f, str(gap))
+
+    def _read_ready(self, active: list[Followed]) -> list[Read]:
+        """Read the shards whose turn has come, several at once (each shard one response at a
+        time), round after round while they have records, until the group is as large as a
+        transaction should be or no shard is due."""
+        group: list[Read] = []
+        records = size = 0
+        while records < GROUP_RECORDS and size < GROUP_BYTES and not self.stop.is_set():
+            now = time.monotonic()
+            due = [(f, s) for f, s in self._readable(active) if s.next_poll <= now]
+            if not due:
+                break
+            due = sorted(due, key=lambda fs: fs[1].next_poll)[:READS_IN_FLIGHT]
+            for (f, _), outcome in zip(due, self.readers.map(self._read_or_gap, due), strict=True):
+                if isinstance(outcome, Gap):
+                    self._stop(f, str(outcome))
+                elif outcome is not None:
+                    group.append(outcome)
+                    records += outcome.position.records
+                    size += len(outcome.body)
+            active = [f for f in active if f.stopped is None]
+        # A table stopped meanwhile commits nothing more: its checkpoints stay where they are.
+        return [r for r in group if r.f.stopped is None]
+
+    def _read_or_gap(self, pick: tuple[Followed, Shard]) -> Read | Gap | None:
+        """In a reader thread: ``_read``, with a gap returned for the loop to stop the table."""
+        try:
+            return self._read(*pick)
+        except Gap as gap:
+            return gap
 
     def _resume(self) -> None:
         """The followed tables again from their checkpoints: what was read but not committed is
@@ -323,18 +368,20 @@ class Follower:
                 )
                 return
 
-    def _next_shard(self, active: list[Followed]) -> tuple[Followed, Shard] | None:
-        best: tuple[Followed, Shard] | None = None
+    def _readable(self, active: list[Followed]) -> list[tuple[Followed, Shard]]:
+        """The shards that may be read: open, and past their parent (lineage: a child waits until
+        its parent is read to its end)."""
+        readable = []
         for f in active:
             for shard in f.shards.values():
-                if shard.finished:
-                    continue
                 parent = f.shards.get(shard.parent) if shard.parent else None
-                if parent is not None and not parent.finished:
-                    continue  # lineage: a child waits until its parent is read to its end
-                if best is None or shard.next_poll < best[1].next_poll:
-                    best = (f, shard)
-        return best
+                if not shard.finished and (parent is None or parent.finished):
+                    readable.append((f, shard))
+        return readable
+
+    def _next_poll(self, active: list[Followed]) -> float | None:
+        """When the next shard is due; None when none may be read."""
+        return min((shard.next_poll for _, shard in self._readable(active)), default=None)
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -365,11 +412,12 @@ class Follower:
         error: BaseException = e
         return error
 
-    def _read(self, f: Followed, shard: Shard) -> None:
-        """One turn of a shard; a read that fails (GetShardIterator, GetRecords, BatchGetItem, an
-        answer that cannot be read) is tried again later, this shard waiting while the others go on."""
+    def _read(self, f: Followed, shard: Shard) -> Read | None:
+        """One turn of a shard: its next response, or None when it has nothing to commit. A read
+        that fails (GetShardIterator, GetRecords, an answer that cannot be read) is tried again
+        later, this shard waiting while the others go on."""
         try:
-            self._read_once(f, shard)
+            return self._read_once(f, shard)
         except (*retry.AWS_FAILURES, BodyError) as e:
             code = e.response.get("Error", {}).get("Code") if isinstance(e, ClientError) else None
             if code == "ExpiredIteratorException" or (code == "TrimmedDataAccessException" and not shard.last_sequence):
@@ -377,7 +425,7 @@ class Follower:
                 # lose to trimming (only records older than its new TRIM_HORIZON, from before the
                 # load: _gap_at_start saw to that).
                 shard.iterator = None
-                return
+                return None
             if isinstance(e, BodyError):
                 shard.unreadable += 1
                 if shard.unreadable > MAX_UNREADABLE:
@@ -392,36 +440,34 @@ class Follower:
                 why = failure.why
             shard.next_poll = time.monotonic() + shard.failures.delay()
             log.warning("reading %s shard %s failed (%s); retrying", f.table.table_name, shard.shard_id, why)
+            return None
 
-    def _read_once(self, f: Followed, shard: Shard) -> None:
+    def _read_once(self, f: Followed, shard: Shard) -> Read | None:
         if shard.iterator is None:
             shard.iterator = self._iterator(f, shard)
         body = self.dynamo.get_records(shard.iterator)
-        self._promote(f)
-        # While the table loads the body is kept raw; only its records, position and end matter now.
-        batches = [f.codec.layout.encode_records(body)] if f.phase == "loading" else self._prepare(f, body)
-        batch = batches[0]
+        position = stream_position(body)
         now = time.monotonic()
         if shard.reads == 0:
             shard.last_data = now
         shard.reads += 1
-        shard.at_head = not batch.records
+        shard.at_head = not position.records
         shard.failures.reset()
         shard.unreadable = 0
-        if batch.records:
+        if position.records:
             shard.last_data = now
             shard.idle_delay = 0.0
             shard.next_poll = now
         else:
             shard.idle_delay = min(IDLE_CAP, max(IDLE_FIRST, shard.idle_delay * 2))
             shard.next_poll = now + shard.idle_delay
-        finished = batch.next_shard_iterator is None
-        if batch.records or finished:
-            self._commit(f, shard, body, batches, finished)
-        shard.iterator = batch.next_shard_iterator
+        shard.iterator = position.next_shard_iterator
+        finished = position.next_shard_iterator is None
         if finished:
+            # Its children may be read now: after its last records, in the same group or later.
             shard.finished = True
             f.graph_stale = True
+        return Read(f, shard, body, position) if position.records or finished else None
 
     def _promote(self, f: Followed) -> None:
         """Once the load is done, apply the changes kept during it, then follow live."""
@@ -433,36 +479,46 @@ class Follower:
             state.set_phase(self.conn, self.cfg.state_schema, f.table.table_name, "following")
             f.phase = "following"
 
-    def _commit(self, f: Followed, shard: Shard, body: bytes, batches: list[StreamBatch], finished: bool) -> None:
-        """Apply (or, while the table loads, keep) one batch with the shard's checkpoint."""
-        batch = batches[0]
+    def _commit(self, group: list[Read]) -> None:
+        """Apply (or, while its table loads, keep) what a group read, each table in a transaction
+        with the checkpoints of its shards."""
         schema = self.cfg.state_schema
-        if f.phase == "loading":
-            with self.conn.transaction():
-                if batch.records:
-                    state.keep_change(self.conn, schema, f.table.table_name, shard.shard_id, body)
-                self._checkpoint(f, shard, batch, finished)
-            return
-        self._apply_then(f, body, batches, lambda: self._checkpoint(f, shard, batch, finished))
-        f.applied += batch.records
-        if batch.last_created is not None:
-            f.last_created = batch.last_created
-        if self.on_batch:
-            self.on_batch(f)
+        for f in _distinct(r.f for r in group):
+            reads = [r for r in group if r.f is f]
+            # The phase is decided now for all of them: the changes kept during the load are
+            # applied before any read after them.
+            self._promote(f)
+            then = partial(self._checkpoint, f, reads)
+            if f.phase == "loading":
+                with self.conn.transaction():
+                    for r in reads:
+                        if r.position.records:
+                            state.keep_change(self.conn, schema, f.table.table_name, r.shard.shard_id, r.body)
+                    then()
+                continue
+            bodies = [r.body for r in reads]
+            self._apply_then(f, bodies, self._prepare(f, bodies), then)
+            f.applied += sum(r.position.records for r in reads)
+            f.last_created = next(
+                (r.position.last_created for r in reversed(reads) if r.position.last_created is not None),
+                f.last_created,
+            )
 
-    def _apply_then(self, f: Followed, body: bytes, batches: list[StreamBatch], then: Callable[[], None]) -> None:
-        """One transaction: ``batches`` (of ``body``) applied, then ``then`` (what commits with
-        them: a checkpoint, or the kept change's removal). A row PostgreSQL cannot store (too big
-        for a page, a key too long for its index) refuses the whole batch: the body's changes are
-        then applied one by one, and what PostgreSQL refuses is rejected."""
+    def _apply_then(
+        self, f: Followed, bodies: list[bytes], batches: list[StreamBatch], then: Callable[[], None]
+    ) -> None:
+        """One transaction: ``batches`` (of ``bodies``) applied, then ``then`` (what commits with
+        them: checkpoints, or the kept changes' removal). A row PostgreSQL cannot store (too big
+        for a page, a key too long for its index) refuses the whole batch: the bodies' changes
+        are then applied one by one, and what PostgreSQL refuses is rejected."""
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                rejects = self._apply(cur, f, body, batches)
+                rejects = self._apply(cur, f, bodies, batches)
                 then()
         except psycopg.errors.ProgramLimitExceeded as e:
             log.warning("%s: %s; applying those changes one by one", f.table.table_name, " ".join(str(e).split()))
             with self.conn.transaction(), self.conn.cursor() as cur:
-                rejects = self._apply_one_by_one(cur, f, body)
+                rejects = self._apply_one_by_one(cur, f, bodies)
                 then()
         f.rejects += len(rejects)
         for r in rejects:
@@ -475,55 +531,55 @@ class Follower:
             )
 
     def _apply(
-        self, cur: psycopg.Cursor[Any], f: Followed, body: bytes, batches: list[StreamBatch]
+        self, cur: psycopg.Cursor[Any], f: Followed, bodies: list[bytes], batches: list[StreamBatch]
     ) -> list[state.RejectLike]:
-        """In the caller's transaction: apply ``batches`` (of ``body``) and record their rejects,
+        """In the caller's transaction: apply ``batches`` (of ``bodies``) and record their rejects,
         with the layout the registry has now: another process may have added columns since the
-        body was encoded (the loaders, while the changes waited), and a whole-row upsert must
+        bodies were encoded (the loaders, while the changes waited), and a whole-row upsert must
         set every column, or a value the item no longer has would stay. Returns the rejects."""
         if self.citus:
             citus.one_connection_per_node(cur)
         if f.codec.refresh():
-            batches = self._prepare(f, body)
+            batches = self._prepare(f, bodies)
         t = f.table
         apply.apply(cur, t.target_schema, t.target_table, f.codec.layout, batches)
         rejects: list[state.RejectLike] = [r for b in batches for r in b.upserts.rejects]
         state.record_rejects(self.conn, self.cfg.state_schema, t.table_name, rejects)
         return rejects
 
-    def _apply_one_by_one(self, cur: psycopg.Cursor[Any], f: Followed, body: bytes) -> list[state.RejectLike]:
-        """In the caller's transaction: each record of ``body`` alone, in order, each in a
+    def _apply_one_by_one(self, cur: psycopg.Cursor[Any], f: Followed, bodies: list[bytes]) -> list[state.RejectLike]:
+        """In the caller's transaction: each record of ``bodies`` alone, in order, each in a
         savepoint of its own (one at a time in order ends where the collapsed batch does). A
         change PostgreSQL refuses is rejected, and its key's row, of an older image, deleted:
         a rejected item has no row, as after a load."""
         rejects: list[state.RejectLike] = []
         key_names = [a for a, _ in f.table.keys]
-        for received in orjson.loads(body)["Records"]:
+        for received in (record for body in bodies for record in orjson.loads(body)["Records"]):
             keys = received["dynamodb"]["Keys"]
             record = received
             if record["eventName"] != "REMOVE" and "NewImage" not in record["dynamodb"]:
                 # Its item as it is now, as the batch would have fetched it.
                 record = orjson.loads(self._fetch(f, (orjson.dumps(keys),)))["Records"][0]
-            one = orjson.dumps({"Records": [record]})
+            one = [orjson.dumps({"Records": [record]})]
             try:
                 with self.conn.transaction():
                     rejects += self._apply(cur, f, one, self._prepare(f, one))
             except psycopg.errors.ProgramLimitExceeded as e:
                 item = orjson.dumps(record["dynamodb"].get("NewImage", keys))
                 refused = state.Refused.by_postgres(orjson.dumps({k: keys[k] for k in key_names if k in keys}), item, e)
-                gone = orjson.dumps({"Records": [{"eventName": "REMOVE", "dynamodb": {"Keys": keys}}]})
+                gone = [orjson.dumps({"Records": [{"eventName": "REMOVE", "dynamodb": {"Keys": keys}}]})]
                 rejects += self._apply(cur, f, gone, self._prepare(f, gone))
                 state.record_rejects(self.conn, self.cfg.state_schema, f.table.table_name, [refused])
                 rejects.append(refused)
         return rejects
 
-    def _prepare(self, f: Followed, body: bytes) -> list[StreamBatch]:
-        """Encode a body, adding columns until none is missing, and fetch the items a stream
+    def _prepare(self, f: Followed, bodies: list[bytes]) -> list[StreamBatch]:
+        """Encode bodies, adding columns until none is missing, and fetch the items a stream
         without new images only names (KEYS_ONLY, OLD_IMAGE)."""
-        batch = f.codec.records(body)
+        batch = f.codec.records(bodies)
         batches = [batch]
         if batch.fetch:
-            batches.append(f.codec.records(self._fetch(f, batch.fetch)))
+            batches.append(f.codec.records([self._fetch(f, batch.fetch)]))
         return batches
 
     def _fetch(self, f: Followed, keys: tuple[bytes, ...]) -> bytes:
@@ -557,29 +613,43 @@ class Follower:
         return orjson.dumps({"Records": records, "NextShardIterator": "fetched"})
 
     def _drain(self, f: Followed) -> None:
-        """Apply the changes kept while the table loaded, in the order they were read."""
+        """Apply the changes kept while the table loaded, in the order they were read, many in a
+        transaction."""
         schema = self.cfg.state_schema
-        while (change := state.next_change(self.conn, schema, f.table.table_name)) is not None:
-            change_id, body = change
-            batches = self._prepare(f, body)
-            self._apply_then(f, body, batches, partial(state.drop_change, self.conn, schema, change_id))
-            f.applied += batches[0].records
-            if batches[0].last_created is not None:
-                f.last_created = batches[0].last_created
+        while changes := state.next_changes(self.conn, schema, f.table.table_name, GROUP_BYTES):
+            ids = [change_id for change_id, _ in changes]
+            bodies = [body for _, body in changes]
+            self._apply_then(f, bodies, self._prepare(f, bodies), partial(state.drop_changes, self.conn, schema, ids))
+            for body in bodies:
+                position = stream_position(body)
+                f.applied += position.records
+                if position.last_created is not None:
+                    f.last_created = position.last_created
 
-    def _checkpoint(self, f: Followed, shard: Shard, batch: StreamBatch, finished: bool) -> None:
-        if batch.last_sequence_number is not None:
-            shard.last_sequence = batch.last_sequence_number
-        checkpoint = state.ShardCheckpoint(shard.shard_id, shard.parent, shard.last_sequence, finished)
-        state.checkpoint_shard(
-            self.conn,
-            self.cfg.state_schema,
-            f.table.table_name,
-            f.stream_arn,
-            checkpoint,
-            records=batch.records,
-            last_created=batch.last_created,
-        )
+    def _checkpoint(self, f: Followed, reads: list[Read]) -> None:
+        """Where each shard of ``reads`` (one table's, in the order read) now stands."""
+        for shard in _distinct(r.shard for r in reads):
+            mine = [r.position for r in reads if r.shard is shard]
+            for p in mine:
+                if p.last_sequence_number is not None:
+                    shard.last_sequence = p.last_sequence_number
+            created = [p.last_created for p in mine if p.last_created is not None]
+            finished = mine[-1].next_shard_iterator is None
+            checkpoint = state.ShardCheckpoint(shard.shard_id, shard.parent, shard.last_sequence, finished)
+            state.checkpoint_shard(
+                self.conn,
+                self.cfg.state_schema,
+                f.table.table_name,
+                f.stream_arn,
+                checkpoint,
+                records=sum(p.records for p in mine),
+                last_created=created[-1] if created else None,
+            )
+
+
+def _distinct(objects: Iterable[T]) -> list[T]:
+    """``objects`` without repeats, in their order, by identity."""
+    return list({id(o): o for o in objects}.values())
 
 
 def _new_stream_message(name: str, old: str | None, new: str | None) -> str:

@@ -9,7 +9,7 @@ coordinator. ``status`` reads it all for `podyn-fast status`.
 
 from __future__ import annotations
 
-from podyn_fast.state.changes import drop_change, keep_change, next_change
+from podyn_fast.state.changes import drop_changes, keep_change, next_changes
 from podyn_fast.state.columns import add_columns, layout, lock_registry, plan_additions, registry
 from podyn_fast.state.owners import Owner
 from podyn_fast.state.register import register_table
@@ -56,7 +56,7 @@ __all__ = [
     "checkpoint",
     "checkpoint_shard",
     "claim",
-    "drop_change",
+    "drop_changes",
     "ensure_schema",
     "get_table",
     "heartbeat",
@@ -67,7 +67,7 @@ __all__ = [
     "lock_follower",
     "lock_registry",
     "mark_load_start",
-    "next_change",
+    "next_changes",
     "owner_id",
     "phase",
     "plan_additions",

@@ -18,17 +18,19 @@ def keep_change(conn: psycopg.Connection[Any], schema: str, table: str, shard_id
     )
 
 
-def next_change(conn: psycopg.Connection[Any], schema: str, table: str) -> tuple[int, bytes] | None:
-    """The oldest change kept for ``table``: (its id, the body)."""
-    row = conn.execute(
-        sql.SQL("SELECT id, body FROM {} WHERE table_name = %s ORDER BY id LIMIT 1").format(
-            qualified(schema, "changes")
-        ),
-        [table],
-    ).fetchone()
-    return (int(row[0]), bytes(row[1])) if row else None
+def next_changes(conn: psycopg.Connection[Any], schema: str, table: str, max_bytes: int) -> list[tuple[int, bytes]]:
+    """The oldest changes kept for ``table``, in the order they were read: (id, body), as many as
+    fit in ``max_bytes`` (at least one)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT id, body FROM (SELECT id, body, sum(length(body)) OVER (ORDER BY id) - length(body) AS before"
+            " FROM {} WHERE table_name = %s ORDER BY id LIMIT 10000) c WHERE before < %s ORDER BY id"
+        ).format(qualified(schema, "changes")),
+        [table, max_bytes],
+    ).fetchall()
+    return [(int(change_id), bytes(body)) for change_id, body in rows]
 
 
-def drop_change(conn: psycopg.Connection[Any], schema: str, change_id: int) -> None:
-    """In the transaction that applied it."""
-    conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(qualified(schema, "changes")), [change_id])
+def drop_changes(conn: psycopg.Connection[Any], schema: str, change_ids: list[int]) -> None:
+    """In the transaction that applied them."""
+    conn.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(qualified(schema, "changes")), [change_ids])

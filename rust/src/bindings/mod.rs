@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::fd::BorrowedFd;
 
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::encoder::{Encoded, Encoder};
@@ -145,9 +146,12 @@ impl PyLayout {
         PyEncoded::from_core(py, encoded)
     }
 
-    fn encode_records(&self, py: Python<'_>, body: &[u8]) -> PyResult<PyStreamBatch> {
+    /// GetRecords bodies, in their order, collapsed per key into one batch.
+    #[allow(clippy::needless_pass_by_value)] // PyO3 hands a list over as an owned Vec
+    fn encode_records(&self, py: Python<'_>, bodies: Vec<PyBackedBytes>) -> PyResult<PyStreamBatch> {
         let buffer = ROWS.take();
-        let batch = py.detach(|| Encoder::with_buffer(&self.inner, buffer).records(body))?;
+        let slices: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
+        let batch = py.detach(|| Encoder::with_buffer(&self.inner, buffer).records(&slices))?;
         let fetch: Vec<Bound<'_, PyBytes>> = batch.fetch.iter().map(|k| PyBytes::new(py, k)).collect();
         Ok(PyStreamBatch {
             upserts: Py::new(py, PyEncoded::from_core(py, batch.upserts)?)?,
@@ -155,9 +159,6 @@ impl PyLayout {
             delete_count: batch.delete_count,
             fetch: PyTuple::new(py, fetch)?.unbind(),
             records: batch.records,
-            last_sequence_number: batch.last_sequence_number,
-            last_created: batch.last_created,
-            next_shard_iterator: batch.next_shard_iterator,
         })
     }
 
@@ -274,7 +275,7 @@ impl PyEncoded {
     }
 }
 
-/// One GetRecords response, collapsed per key.
+/// GetRecords responses of one transaction, collapsed per key.
 #[pyclass(frozen, name = "StreamBatch", module = "podyn_fast._core")]
 pub struct PyStreamBatch {
     #[pyo3(get)]
@@ -287,6 +288,20 @@ pub struct PyStreamBatch {
     fetch: Py<PyTuple>,
     #[pyo3(get)]
     records: u64,
+}
+
+#[pymethods]
+impl PyStreamBatch {
+    fn __repr__(&self) -> String {
+        format!("StreamBatch(records={}, deletes={})", self.records, self.delete_count)
+    }
+}
+
+/// Where one GetRecords response leaves its shard.
+#[pyclass(frozen, name = "StreamPosition", module = "podyn_fast._core")]
+pub struct PyStreamPosition {
+    #[pyo3(get)]
+    records: u64,
     #[pyo3(get)]
     last_sequence_number: Option<String>,
     #[pyo3(get)]
@@ -296,10 +311,22 @@ pub struct PyStreamBatch {
 }
 
 #[pymethods]
-impl PyStreamBatch {
+impl PyStreamPosition {
     fn __repr__(&self) -> String {
-        format!("StreamBatch(records={}, deletes={})", self.records, self.delete_count)
+        format!("StreamPosition(records={}, last_sequence_number={:?})", self.records, self.last_sequence_number)
     }
+}
+
+/// Read a GetRecords response for where it leaves its shard, without encoding its images.
+#[pyfunction]
+fn stream_position(py: Python<'_>, body: &[u8]) -> PyResult<PyStreamPosition> {
+    let p = py.detach(|| crate::stream_position(body))?;
+    Ok(PyStreamPosition {
+        records: p.records,
+        last_sequence_number: p.last_sequence_number,
+        last_created: p.last_created,
+        next_shard_iterator: p.next_shard_iterator,
+    })
 }
 
 /// An export data file's lines, inflated a chunk at a time without the GIL.
@@ -365,6 +392,8 @@ pub fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEncoded>()?;
     m.add_class::<PyReject>()?;
     m.add_class::<PyStreamBatch>()?;
+    m.add_class::<PyStreamPosition>()?;
+    m.add_function(wrap_pyfunction!(stream_position, m)?)?;
     m.add_class::<PyExportLines>()?;
     m.add_function(wrap_pyfunction!(quote_ident, m)?)?;
     m.add_function(wrap_pyfunction!(fit_ident, m)?)?;
