@@ -202,6 +202,29 @@ def test_one_transaction_applies_what_several_shards_had(env: Env) -> None:
     assert len({updated_at for _, updated_at in rows}) == 1, rows
 
 
+def test_a_thousand_shards_with_splits(env: Env) -> None:
+    """A stream of 1,000 shards, rolled over (each closed, with a child) between two sets of
+    changes: every shard is read in lineage order and PostgreSQL ends exact."""
+    rng = random.Random(17)
+    env.server.create_table("Wide", KEYS, view_type="NEW_AND_OLD_IMAGES", shards=1_000)
+    for key in range(500):
+        env.server.put("Wide", _item(rng, key))
+    env.migrate("--table", "Wide")
+    _changes(env.server, "Wide", rng, 3_000)
+    env.server.split("Wide", children=1)
+    _changes(env.server, "Wide", rng, 3_000)
+    done = env.follow(timeout=300)
+    assert done.returncode == 0, done.stderr
+    env.check("Wide")
+    shards = env.shards()
+    # Every parent is read to its end (a child only after it), no child is; every record written
+    # is applied once (a shard that never had one has no checkpoint unless it ended).
+    finished = {s[0] for s in shards if s[2]}
+    assert len(finished) == 1_000
+    assert all(s[1] in finished for s in shards if s[1] is not None), "a child read before its parent ended"
+    assert sum(s[3] for s in shards) == env.server.stats("Wide").records_written
+
+
 def test_splits_and_expired_iterators_at_the_worst_moments(env: Env) -> None:
     """Shards split right after a GetRecords answered (the follower holds records it has not yet
     committed) and right after a checkpoint committed, 8 times, while every iterator expires

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -40,6 +40,10 @@ T = TypeVar("T")
 # second; the adapter waits up to a second).
 IDLE_FIRST = 0.25
 IDLE_CAP = 2.0
+# Idle shards together are polled about this often at most: a table of thousands of quiet shards
+# raises their cap (1,000 shards: each every 10 s) instead of the requests; a shard with records
+# is read again at once, whatever the others do.
+IDLE_READS_PER_SECOND = 100.0
 # How often the shard graph is read again (DescribeStream allows 10 calls a second per account).
 GRAPH_EVERY = 10.0
 APPLICATION = "podyn-fast follow"
@@ -137,11 +141,14 @@ class Follower:
         self.conn = connect.connect(cfg.postgres_url, APPLICATION)
         self.dynamo = RawDynamo.of(cfg.aws)
         self.readers = ThreadPoolExecutor(READS_IN_FLIGHT, thread_name_prefix="shard reader")
+        self.ahead: list[tuple[tuple[Followed, Shard], Future[Read | Gap | None]]] = []
         self.followed: dict[str, Followed] = {}
         self.last_heartbeat = 0.0
+        self.idle_cap = IDLE_CAP
         self.citus = False
 
     def close(self) -> None:
+        self._drop_reads_ahead()
         self.readers.shutdown(wait=True, cancel_futures=True)
         self.conn.close()
 
@@ -249,8 +256,12 @@ class Follower:
                 self._heartbeat()
             if self._idle(active):
                 break
+            quiet = sum(1 for _, shard in self._readable(active) if shard.at_head)
+            self.idle_cap = max(IDLE_CAP, quiet / IDLE_READS_PER_SECOND)
             group = self._read_ready(active)
             if group:
+                # The next round is read while this one commits.
+                self.ahead = self._start_reads([f for f in active if f.stopped is None])
                 self._commit(group)
                 continue
             due = self._next_poll(active)
@@ -261,16 +272,15 @@ class Follower:
     def _read_ready(self, active: list[Followed]) -> list[Read]:
         """Read the shards whose turn has come, several at once (each shard one response at a
         time), round after round while they have records, until the group is as large as a
-        transaction should be or no shard is due."""
+        transaction should be or no shard is due. The first round may be one read ahead, while
+        the previous group committed."""
         group: list[Read] = []
         records = size = 0
         while records < GROUP_RECORDS and size < GROUP_BYTES and not self.stop.is_set():
-            now = time.monotonic()
-            due = [(f, s) for f, s in self._readable(active) if s.next_poll <= now]
-            if not due:
+            reads, self.ahead = self.ahead or self._start_reads(active), []
+            if not reads:
                 break
-            due = sorted(due, key=lambda fs: fs[1].next_poll)[:READS_IN_FLIGHT]
-            for (f, _), outcome in zip(due, self.readers.map(self._read_or_gap, due), strict=True):
+            for (f, _), outcome in ((pick, future.result()) for pick, future in reads):
                 if isinstance(outcome, Gap):
                     self._stop(f, str(outcome))
                 elif outcome is not None:
@@ -280,6 +290,20 @@ class Follower:
             active = [f for f in active if f.stopped is None]
         # A table stopped meanwhile commits nothing more: its checkpoints stay where they are.
         return [r for r in group if r.f.stopped is None]
+
+    def _start_reads(self, active: list[Followed]) -> list[tuple[tuple[Followed, Shard], Future[Read | Gap | None]]]:
+        """Start reading the shards due now, the longest waiting first, as many as may be in flight."""
+        now = time.monotonic()
+        due = sorted((fs for fs in self._readable(active) if fs[1].next_poll <= now), key=lambda fs: fs[1].next_poll)
+        return [(pick, self.readers.submit(self._read_or_gap, pick)) for pick in due[:READS_IN_FLIGHT]]
+
+    def _drop_reads_ahead(self) -> None:
+        """Forget the reads started ahead: nothing of them is committed, so they are read again."""
+        for _, future in self.ahead:
+            future.cancel()
+            with contextlib.suppress(Exception):
+                future.result()
+        self.ahead = []
 
     def _read_or_gap(self, pick: tuple[Followed, Shard]) -> Read | Gap | None:
         """In a reader thread: ``_read``, with a gap returned for the loop to stop the table."""
@@ -291,6 +315,7 @@ class Follower:
     def _resume(self) -> None:
         """The followed tables again from their checkpoints: what was read but not committed is
         read again."""
+        self._drop_reads_ahead()
         before = dict(self.followed)
         self.followed = {name: f for name, f in before.items() if f.stopped is not None}
         active = [name for name, f in before.items() if f.stopped is None]
@@ -311,7 +336,7 @@ class Follower:
 
     def _idle(self, active: list[Followed]) -> bool:
         limit = self.cfg.exit_when_idle
-        if limit is None:
+        if limit is None or self.ahead:  # what is being read ahead may hold records
             return False
         now = time.monotonic()
         for f in active:
@@ -459,7 +484,7 @@ class Follower:
             shard.idle_delay = 0.0
             shard.next_poll = now
         else:
-            shard.idle_delay = min(IDLE_CAP, max(IDLE_FIRST, shard.idle_delay * 2))
+            shard.idle_delay = min(self.idle_cap, max(IDLE_FIRST, shard.idle_delay * 2))
             shard.next_poll = now + shard.idle_delay
         shard.iterator = position.next_shard_iterator
         finished = position.next_shard_iterator is None
