@@ -1,11 +1,15 @@
-"""follow benchmark: the apply rate on a backlog, and the lag at a steady write rate.
+"""follow benchmark: the apply rate on a backlog, the lag at a steady write rate, and the requests
+an idle shard costs.
 
-    .venv/bin/python -m benches.follow [--backlog 200000] [--shards 4] [--rate 500] [--seconds 20] [--dsn DSN]
+    .venv/bin/python -m benches.follow [--backlog 200000] [--shards 4] [--rate 500] [--seconds 20]
+        [--idle-shards 1000] [--idle-seconds 60] [--dsn DSN]
 
-Changes come from the Streams test server (tests/servers/streams.py) in this process;
-`podyn-fast follow` runs as a subprocess. Lag is measured end to end: every write carries its
-wall-clock time, and a poller reads the newest one visible in PostgreSQL every 50 ms. Each phase
-ends with PostgreSQL compared to the server's table, row by row.
+Changes (typical items: 60% new, 25% put over an existing one, 15% deletes) come from the Streams
+test server (tests/servers/streams.py) in this process; `podyn-fast follow` runs as a subprocess.
+Lag is measured end to end: every write carries its wall-clock time, and a poller reads the newest
+one visible in PostgreSQL every 50 ms. Each phase ends with PostgreSQL compared to the server's
+table, row by row. The idle phase counts the GetRecords requests of a table of quiet shards
+followed beside the busy one.
 """
 
 from __future__ import annotations
@@ -25,29 +29,53 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from benches import machine, procs
 from podyn_fast import state
 from tests import reference
+from tests.servers.scan import typical_item
 from tests.servers.streams import StreamsServer
 
 TABLE = "bench"
+QUIET = "quiet"
 EXE = str(Path(sys.executable).parent / "podyn-fast")
-KEYS = 20_000
 
 
-def _item(rng: random.Random, i: int) -> dict[str, Any]:
-    key = rng.randrange(KEYS)
-    return {
-        "pk": {"S": f"user#{key:06d}"},
-        "sk": {"N": str(key % 7)},
-        "t": {"N": repr(time.time())},
-        "n": {"N": str(i)},
-        "s": {"S": "x" * rng.randrange(10, 80)},
-        "m": {"M": {"a": {"N": "1.5"}, "b": {"SS": ["p", "q"]}}},
-    }
+class Writer:
+    """Changes as an application makes them: new items (``typical_item``s), puts over existing
+    items and deletes, 60/25/15, each item stamped with its write's wall-clock time (``t``). Keys
+    are drawn over every live item, so a transaction's changes rarely share a key: the collapse
+    per key saves little, as in a real backlog."""
+
+    def __init__(self, server: StreamsServer, rng: random.Random) -> None:
+        self.server, self.rng = server, rng
+        self.live: list[int] = []
+        self.made = 0
+
+    def write(self, changes: int) -> None:
+        for _ in range(changes):
+            roll = self.rng.random()
+            if roll < 0.25 and self.live:
+                self.server.put(TABLE, self._item(self.live[self.rng.randrange(len(self.live))]))
+            elif roll < 0.4 and self.live:
+                at = self.rng.randrange(len(self.live))
+                item = self._item(self.live[at])
+                self.live[at] = self.live[-1]
+                self.live.pop()
+                self.server.delete(TABLE, {"pk": item["pk"], "sk": item["sk"]})
+            else:
+                self.live.append(self.made)
+                self.server.put(TABLE, self._item(self.made))
+                self.made += 1
+
+    @staticmethod
+    def _item(i: int) -> dict[str, Any]:
+        item: dict[str, Any] = orjson.loads(typical_item(i))
+        item["t"] = {"N": repr(time.time())}
+        return item
 
 
 def _cmd(dsn: str, endpoint: str, schemas: tuple[str, str], command: str, *args: str) -> list[str]:
@@ -76,8 +104,7 @@ def _lag(
     endpoint: str,
     schemas: tuple[str, str],
     env: dict[str, str],
-    server: StreamsServer,
-    rng: random.Random,
+    writer: Writer,
     rate: float,
     seconds: float,
 ) -> list[float]:
@@ -103,7 +130,7 @@ def _lag(
     n = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        server.put(TABLE, _item(rng, n))
+        writer.write(1)
         n += 1
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
     time.sleep(3.0)
@@ -114,22 +141,71 @@ def _lag(
     return samples
 
 
+def _catch_up(
+    pg: machine.Postgres, endpoint: str, schemas: tuple[str, str], env: dict[str, str]
+) -> tuple[float, float, float | None]:
+    """One follow run from start to idle: (seconds, its CPU-seconds, PostgreSQL's or None)."""
+    pg_before = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    follow = _cmd(pg.dsn, endpoint, schemas, "follow", "--exit-when-idle", "1")
+    subprocess.run(follow, env=env, check=True, capture_output=True)
+    seconds = time.perf_counter() - t0 - 1.0  # minus the idle second that ends the run
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(0.3)  # the backends' CPU reaches the postmaster's counters once they exit
+    pg_after = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
+    follower_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    pg_cpu = pg_after - pg_before if pg_before is not None and pg_after is not None else None
+    return seconds, follower_cpu, pg_cpu
+
+
+def _idle_requests(
+    dsn: str,
+    endpoint: str,
+    schemas: tuple[str, str],
+    env: dict[str, str],
+    server: StreamsServer,
+    shards: int,
+    seconds: float,
+) -> float:
+    """GetRecords requests per idle shard per minute: a table of ``shards`` quiet shards, loaded
+    and followed (beside the busy one), counted over ``seconds`` once its shards have been read
+    and their polling has settled."""
+    server.create_table(QUIET, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=shards)
+    for i in range(1000):
+        server.put(QUIET, orjson.loads(typical_item(i)))
+    subprocess.run(_cmd(dsn, endpoint, schemas, "migrate", "--table", QUIET), env=env, check=True)
+    follower = subprocess.Popen(
+        _cmd(dsn, endpoint, schemas, "follow"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(30.0)  # every shard read to its head, the backoff at its cap
+        before = server.stats(QUIET).requests
+        time.sleep(seconds)
+        requests = server.stats(QUIET).requests - before
+    finally:
+        follower.send_signal(2)
+        follower.wait(timeout=60)
+    return requests / shards / (seconds / 60)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backlog", type=int, default=200_000, help="changes written before follow starts")
     ap.add_argument("--shards", type=int, default=4, help="shards of the table's stream")
     ap.add_argument("--rate", type=float, default=500.0, help="steady writes per second for the lag phase")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the lag phase")
+    ap.add_argument("--idle-shards", type=int, default=1000, help="shards of a quiet table (0: no idle phase)")
+    ap.add_argument("--idle-seconds", type=float, default=60.0, help="how long its requests are counted")
     ap.add_argument("--dsn", default=os.environ.get("PODYN_TEST_DSN"))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
 
-    rng = random.Random(7)
     server = StreamsServer()
     endpoint = server.start()
     server.create_table(TABLE, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=args.shards)
-    for i in range(1000):
-        server.put(TABLE, _item(rng, i))
+    writer = Writer(server, random.Random(7))
+    writer.write(1000)
     tag = uuid.uuid4().hex[:8]
     schemas = (f"fb_{tag}", f"fb_{tag}_state")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
@@ -137,23 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             subprocess.run(_cmd(pg.dsn, endpoint, schemas, "migrate", "--table", TABLE), env=env, check=True)
             # 1. Apply rate: a backlog, applied by one follow run from start to idle.
-            for i in range(args.backlog):
-                server.put(TABLE, _item(rng, i))
-            pg_before = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            follow = _cmd(pg.dsn, endpoint, schemas, "follow", "--exit-when-idle", "1")
-            subprocess.run(follow, env=env, check=True, capture_output=True)
-            backlog_seconds = time.perf_counter() - t0 - 1.0  # minus the idle second that ends the run
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            time.sleep(0.3)  # the backends' CPU reaches the postmaster's counters once they exit
-            pg_after = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
-            follower_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            pg_cpu = pg_after - pg_before if pg_before is not None and pg_after is not None else None
+            writer.write(args.backlog)
+            backlog_seconds, follower_cpu, pg_cpu = _catch_up(pg, endpoint, schemas, env)
             backlog_ok = _check(pg.dsn, schemas, server)
 
-            samples = _lag(pg.dsn, endpoint, schemas, env, server, rng, args.rate, args.seconds)
+            samples = _lag(pg.dsn, endpoint, schemas, env, writer, args.rate, args.seconds)
             lag_ok = _check(pg.dsn, schemas, server)
+            idle = (
+                _idle_requests(pg.dsn, endpoint, schemas, env, server, args.idle_shards, args.idle_seconds)
+                if args.idle_shards
+                else None
+            )
         finally:
             server.stop()
             with psycopg.connect(pg.dsn, autocommit=True) as conn:
@@ -176,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lag_p50_seconds": p50,
         "lag_p99_seconds": p99,
         "lag_samples": len(steady),
+        "idle_shards": args.idle_shards,
+        "requests_per_idle_shard_per_minute": idle,
         "correct": backlog_ok and lag_ok,
     }
     pg_per_100k, rate = _cpu(result["postgres_cpu_seconds_per_100k"]), result["apply_rate"]
@@ -190,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| PostgreSQL CPU-s per 100,000 changes of the backlog | {pg_per_100k} |",
         f"| lag p50 at {args.rate:,.0f} writes/s | {p50 * 1000:,.0f} ms |",
         f"| lag p99 at {args.rate:,.0f} writes/s | {p99 * 1000:,.0f} ms |",
+        *([f"| GetRecords per idle shard per minute, {args.idle_shards:,} quiet shards | {idle:.1f} |"] * bool(idle)),
         f"| PostgreSQL equals the source after each phase | {result['correct']} |",
     ]
     print("\n".join(lines))
