@@ -57,6 +57,10 @@ RETENTION_MARGIN = 600.0
 # commit, the statements and the collapse per key are paid once for many responses.
 GROUP_RECORDS = 20_000
 GROUP_BYTES = 8 << 20
+# A GetRecords answer holds at most 1,000 records and 1 MB: one that holds about that much says
+# its shard has more.
+RECORDS_PER_READ = 1000
+FULL_BODY = 900_000
 # GetRecords requests in flight at once, each for a shard of its own: a round trip to Streams
 # is paid once for as many shards.
 READS_IN_FLIGHT = 8
@@ -276,10 +280,12 @@ class Follower:
         the previous group committed."""
         group: list[Read] = []
         records = size = 0
-        while records < GROUP_RECORDS and size < GROUP_BYTES and not self.stop.is_set():
+        behind = True
+        while behind and records < GROUP_RECORDS and size < GROUP_BYTES and not self.stop.is_set():
             reads, self.ahead = self.ahead or self._start_reads(active), []
-            if not reads:
-                break
+            # Another round only while a shard answered with all it may (a backlog): a shard that
+            # answered with less is at its head, and what it had waits for no one.
+            behind = False
             for (f, _), outcome in ((pick, future.result()) for pick, future in reads):
                 if isinstance(outcome, Gap):
                     self._stop(f, str(outcome))
@@ -287,6 +293,7 @@ class Follower:
                     group.append(outcome)
                     records += outcome.position.records
                     size += len(outcome.body)
+                    behind |= outcome.position.records >= RECORDS_PER_READ or len(outcome.body) >= FULL_BODY
             active = [f for f in active if f.stopped is None]
         # A table stopped meanwhile commits nothing more: its checkpoints stay where they are.
         return [r for r in group if r.f.stopped is None]
@@ -470,7 +477,7 @@ class Follower:
     def _read_once(self, f: Followed, shard: Shard) -> Read | None:
         if shard.iterator is None:
             shard.iterator = self._iterator(f, shard)
-        body = self.dynamo.get_records(shard.iterator)
+        body = self.dynamo.get_records(shard.iterator, RECORDS_PER_READ)
         position = stream_position(body)
         now = time.monotonic()
         if shard.reads == 0:
