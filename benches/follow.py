@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| PostgreSQL CPU-s per 100,000 changes of the backlog | {pg_per_100k} |",
         f"| lag p50 at {args.rate:,.0f} writes/s | {p50 * 1000:,.0f} ms |",
         f"| lag p99 at {args.rate:,.0f} writes/s | {p99 * 1000:,.0f} ms |",
-        *([] if idle is None else [f"| GetRecords per idle shard per minute, {args.idle_shards:,} idle | {idle:.1f} |"]),
+        *([] if idle is None else [f"| GetRecords per idle shard per minute ({args.idle_shards:,}) | {idle:.1f} |"]),
         f"| PostgreSQL equals the source after each phase | {result['correct']} |",
     ]
     print("\n".join(lines))
