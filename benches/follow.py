@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +79,33 @@ class Writer:
         return item
 
 
-def _cmd(dsn: str, endpoint: str, schemas: tuple[str, str], command: str, *args: str) -> list[str]:
-    cmd = [EXE, command, "--postgres-url", dsn, "--endpoint-url", endpoint, "--region", "us-east-1"]
-    cmd += ["--state-schema", schemas[1], *args]
-    if command == "migrate":
-        cmd += ["--target-schema", schemas[0], "--no-progress"]
-    return cmd
+@dataclass(frozen=True)
+class Setup:
+    """Where the benchmark's commands run: PostgreSQL (and its postmaster, for its CPU), the
+    Streams server, the target and state schemas, and the environment."""
+
+    pg: machine.Postgres
+    server: StreamsServer
+    schemas: tuple[str, str]
+    env: dict[str, str]
+
+    def cmd(self, command: str, *args: str) -> list[str]:
+        cmd = [EXE, command, "--postgres-url", self.pg.dsn, "--endpoint-url", self.server.endpoint]
+        cmd += ["--region", "us-east-1", "--state-schema", self.schemas[1], *args]
+        if command == "migrate":
+            cmd += ["--target-schema", self.schemas[0], "--no-progress"]
+        return cmd
+
+    def run(self, command: str, *args: str) -> None:
+        subprocess.run(self.cmd(command, *args), env=self.env, check=True, capture_output=True)
+
+    def start(self, command: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd(command), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _check(dsn: str, schemas: tuple[str, str], server: StreamsServer) -> bool:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def _check(setup: Setup) -> bool:
+    schemas, server = setup.schemas, setup.server
+    with psycopg.connect(setup.pg.dsn, autocommit=True) as conn:
         table = state.get_table(conn, schemas[1], TABLE)
         assert table is not None
         try:
@@ -99,19 +117,10 @@ def _check(dsn: str, schemas: tuple[str, str], server: StreamsServer) -> bool:
     return True
 
 
-def _lag(
-    dsn: str,
-    endpoint: str,
-    schemas: tuple[str, str],
-    env: dict[str, str],
-    writer: Writer,
-    rate: float,
-    seconds: float,
-) -> list[float]:
+def _lag(setup: Setup, writer: Writer, rate: float, seconds: float) -> list[float]:
     """Write at ``rate`` for ``seconds`` under a running follower; sample the lag every 50 ms."""
-    follower = subprocess.Popen(
-        _cmd(dsn, endpoint, schemas, "follow"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    dsn, schemas = setup.pg.dsn, setup.schemas
+    follower = setup.start("follow")
     samples: list[float] = []
     stop = threading.Event()
 
@@ -141,15 +150,13 @@ def _lag(
     return samples
 
 
-def _catch_up(
-    pg: machine.Postgres, endpoint: str, schemas: tuple[str, str], env: dict[str, str]
-) -> tuple[float, float, float | None]:
+def _catch_up(setup: Setup) -> tuple[float, float, float | None]:
     """One follow run from start to idle: (seconds, its CPU-seconds, PostgreSQL's or None)."""
+    pg = setup.pg
     pg_before = procs.cpu_seconds_with_reaped_children(pg.postmaster) if pg.postmaster else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    follow = _cmd(pg.dsn, endpoint, schemas, "follow", "--exit-when-idle", "1")
-    subprocess.run(follow, env=env, check=True, capture_output=True)
+    setup.run("follow", "--exit-when-idle", "1")
     seconds = time.perf_counter() - t0 - 1.0  # minus the idle second that ends the run
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(0.3)  # the backends' CPU reaches the postmaster's counters once they exit
@@ -159,25 +166,16 @@ def _catch_up(
     return seconds, follower_cpu, pg_cpu
 
 
-def _idle_requests(
-    dsn: str,
-    endpoint: str,
-    schemas: tuple[str, str],
-    env: dict[str, str],
-    server: StreamsServer,
-    shards: int,
-    seconds: float,
-) -> float:
+def _idle_requests(setup: Setup, shards: int, seconds: float) -> float:
     """GetRecords requests per idle shard per minute: a table of ``shards`` quiet shards, loaded
     and followed (beside the busy one), counted over ``seconds`` once its shards have been read
     and their polling has settled."""
+    server = setup.server
     server.create_table(QUIET, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=shards)
     for i in range(1000):
         server.put(QUIET, orjson.loads(typical_item(i)))
-    subprocess.run(_cmd(dsn, endpoint, schemas, "migrate", "--table", QUIET), env=env, check=True)
-    follower = subprocess.Popen(
-        _cmd(dsn, endpoint, schemas, "follow"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    setup.run("migrate", "--table", QUIET)
+    follower = setup.start("follow")
     try:
         time.sleep(30.0)  # every shard read to its head, the backoff at its cap
         before = server.stats(QUIET).requests
@@ -202,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     server = StreamsServer()
-    endpoint = server.start()
+    server.start()
     server.create_table(TABLE, (("pk", "S"), ("sk", "N")), view_type="NEW_AND_OLD_IMAGES", shards=args.shards)
     writer = Writer(server, random.Random(7))
     writer.write(1000)
@@ -210,20 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     schemas = (f"fb_{tag}", f"fb_{tag}_state")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
     with machine.postgres(args.dsn) as pg:
+        setup = Setup(pg, server, schemas, env)
         try:
-            subprocess.run(_cmd(pg.dsn, endpoint, schemas, "migrate", "--table", TABLE), env=env, check=True)
+            setup.run("migrate", "--table", TABLE)
             # 1. Apply rate: a backlog, applied by one follow run from start to idle.
             writer.write(args.backlog)
-            backlog_seconds, follower_cpu, pg_cpu = _catch_up(pg, endpoint, schemas, env)
-            backlog_ok = _check(pg.dsn, schemas, server)
-
-            samples = _lag(pg.dsn, endpoint, schemas, env, writer, args.rate, args.seconds)
-            lag_ok = _check(pg.dsn, schemas, server)
-            idle = (
-                _idle_requests(pg.dsn, endpoint, schemas, env, server, args.idle_shards, args.idle_seconds)
-                if args.idle_shards
-                else None
-            )
+            backlog_seconds, follower_cpu, pg_cpu = _catch_up(setup)
+            backlog_ok = _check(setup)
+            # 2. Lag at a steady rate; 3. the requests of idle shards.
+            samples = _lag(setup, writer, args.rate, args.seconds)
+            lag_ok = _check(setup)
+            idle = _idle_requests(setup, args.idle_shards, args.idle_seconds) if args.idle_shards else None
         finally:
             server.stop()
             with psycopg.connect(pg.dsn, autocommit=True) as conn:
