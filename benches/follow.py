@@ -6,8 +6,10 @@ an idle shard costs.
 
 Changes (typical items: 60% new, 25% put over an existing one, 15% deletes) come from the Streams
 test server (tests/servers/streams.py) in this process; `podyn-fast follow` runs as a subprocess.
-Lag is measured end to end: every write carries its wall-clock time, and a poller reads the newest
-one visible in PostgreSQL every 50 ms. Each phase ends with PostgreSQL compared to the server's
+Lag is measured end to end: every write carries its wall-clock time, and every 50 ms a poller reads
+the newest one visible in PostgreSQL; a sample is how much older it is than the newest write made
+(so that a pause of this process, which writes the changes and serves the stream, does not count
+as the follower's). Each phase ends with PostgreSQL compared to the server's
 table, row by row. The idle phase counts the GetRecords requests of a table of quiet shards
 followed beside the busy one.
 """
@@ -55,6 +57,11 @@ class Writer:
         self.server, self.rng = server, rng
         self.live: list[int] = []
         self.made = 0
+        self.last_t = 0.0
+        """The write time stamped on the newest write."""
+        self.longest_pause = 0.0
+        """The longest time between two writes of the lag phase: a lag sample is the follower's only
+        while the writes it waits for were made on time."""
 
     def write(self, changes: int) -> None:
         for _ in range(changes):
@@ -72,10 +79,10 @@ class Writer:
                 self.server.put(TABLE, self._item(self.made))
                 self.made += 1
 
-    @staticmethod
-    def _item(i: int) -> dict[str, Any]:
+    def _item(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = orjson.loads(typical_item(i))
-        item["t"] = {"N": repr(time.time())}
+        self.last_t = time.time()
+        item["t"] = {"N": repr(self.last_t)}
         return item
 
 
@@ -100,7 +107,9 @@ class Setup:
         subprocess.run(self.cmd(command, *args), env=self.env, check=True, capture_output=True)
 
     def start(self, command: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.cmd(command), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """``command`` running; what it logs goes to this process's stderr (a warning there, a
+        retried read say, explains a lag)."""
+        return subprocess.Popen(self.cmd(command), env=self.env, stdout=subprocess.DEVNULL)
 
 
 def _check(setup: Setup) -> bool:
@@ -128,18 +137,24 @@ def _lag(setup: Setup, writer: Writer, rate: float, seconds: float) -> list[floa
         with psycopg.connect(dsn, autocommit=True) as conn:
             query = sql.SQL("SELECT max(t) FROM {}.{}").format(sql.Identifier(schemas[0]), sql.Identifier(TABLE))
             while not stop.is_set():
+                newest = writer.last_t
                 row = conn.execute(query).fetchone()
                 if row and row[0] is not None:
-                    samples.append(time.time() - float(row[0]))
+                    # Rows of the backlog are older than the phase: until one of its writes shows,
+                    # the lag is its age.
+                    samples.append(max(0.0, newest - max(float(row[0]), began)))
                 time.sleep(0.05)
 
     poller = threading.Thread(target=poll)
     time.sleep(2.0)  # the follower is up and idle
+    began = time.time()
     poller.start()
     n = 0
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     while time.perf_counter() - start < seconds:
         writer.write(1)
+        writer.longest_pause = max(writer.longest_pause, time.perf_counter() - last)
+        last = time.perf_counter()
         n += 1
         time.sleep(max(0.0, start + n / rate - time.perf_counter()))
     time.sleep(3.0)
@@ -241,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lag_p50_seconds": p50,
         "lag_p99_seconds": p99,
         "lag_samples": len(steady),
+        "writer_longest_pause_seconds": writer.longest_pause,
         "idle_shards": args.idle_shards,
         "requests_per_idle_shard_per_minute": idle,
         "correct": backlog_ok and lag_ok,
@@ -257,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| PostgreSQL CPU-s per 100,000 changes of the backlog | {pg_per_100k} |",
         f"| lag p50 at {args.rate:,.0f} writes/s | {p50 * 1000:,.0f} ms |",
         f"| lag p99 at {args.rate:,.0f} writes/s | {p99 * 1000:,.0f} ms |",
+        f"| longest pause between two writes of the source meanwhile | {writer.longest_pause * 1000:,.0f} ms |",
         *([] if idle is None else [f"| GetRecords per idle shard per minute ({args.idle_shards:,}) | {idle:.1f} |"]),
         f"| PostgreSQL equals the source after each phase | {result['correct']} |",
     ]

@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 # An idle shard is polled again after this long, doubling up to the cap (Lambda polls 4 times a
 # second; the adapter waits up to a second).
-IDLE_FIRST = 0.25
+IDLE_FIRST = 0.1
 IDLE_CAP = 2.0
 # Idle shards together are polled about this often at most: a table of thousands of quiet shards
 # raises their cap (1,000 shards: each every 10 s) instead of the requests; a shard with records
@@ -262,10 +262,10 @@ class Follower:
                 break
             quiet = sum(1 for _, shard in self._readable(active) if shard.at_head)
             self.idle_cap = max(IDLE_CAP, quiet / IDLE_READS_PER_SECOND)
-            group = self._read_ready(active)
+            group, behind = self._read_ready(active)
             if group:
-                # The next round is read while this one commits.
-                self.ahead = self._start_reads([f for f in active if f.stopped is None])
+                if behind:  # a backlog: its next round is read while this one commits
+                    self.ahead = self._start_reads([f for f in active if f.stopped is None])
                 self._commit(group)
                 continue
             due = self._next_poll(active)
@@ -273,14 +273,15 @@ class Follower:
             if wait > 0:
                 self.stop.wait(min(wait, 0.5))
 
-    def _read_ready(self, active: list[Followed]) -> list[Read]:
+    def _read_ready(self, active: list[Followed]) -> tuple[list[Read], bool]:
         """Read the shards whose turn has come, several at once (each shard one response at a
         time), round after round while they have records, until the group is as large as a
         transaction should be or no shard is due. The first round may be one read ahead, while
-        the previous group committed."""
+        the previous group committed. Returns the group, and whether a shard is still behind
+        (its last answer held all it may)."""
         group: list[Read] = []
         records = size = 0
-        behind = True
+        behind = True  # until a round says otherwise
         while behind and records < GROUP_RECORDS and size < GROUP_BYTES and not self.stop.is_set():
             reads, self.ahead = self.ahead or self._start_reads(active), []
             # Another round only while a shard answered with all it may (a backlog): a shard that
@@ -296,7 +297,7 @@ class Follower:
                     behind |= outcome.position.records >= RECORDS_PER_READ or len(outcome.body) >= FULL_BODY
             active = [f for f in active if f.stopped is None]
         # A table stopped meanwhile commits nothing more: its checkpoints stay where they are.
-        return [r for r in group if r.f.stopped is None]
+        return [r for r in group if r.f.stopped is None], behind
 
     def _start_reads(self, active: list[Followed]) -> list[tuple[tuple[Followed, Shard], Future[Read | Gap | None]]]:
         """Start reading the shards due now, the longest waiting first, as many as may be in flight."""
